@@ -1,0 +1,93 @@
+"""The pretty-printer: a syntax tree back to canonical spec text (parse -> print -> parse is the same IR)."""
+from __future__ import annotations
+
+from . import syntax as A
+
+# Binding strength, loosest first: pipeline (|) < sequence (+) < repeat (xN) < unit.
+_PIPE, _SEQ, _REP, _UNIT = range(4)
+_EXPR_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
+
+
+def format_tree(spec: A.Spec) -> str:
+    lines = []
+    for st in spec.statements:
+        if isinstance(st, A.InputStmt):
+            lines.append("input " + "x".join(map(str, st.dims)))
+        elif isinstance(st, A.ActivationStmt):
+            lines.append(f"activation {st.name}")
+        elif isinstance(st, A.BlockDef):
+            params = ", ".join(p.name if p.default is None else f"{p.name}={expr(p.default)}" for p in st.params)
+            lines.append(f"block {st.name}({params}) = {item(st.body, _PIPE)}")
+        else:
+            stages = st.stages if isinstance(st, A.Pipeline) else (st,)
+            lines.append("\n| ".join(item(s, _SEQ) for s in stages))
+    return "\n".join(lines) + "\n"
+
+
+def item(node, context: int) -> str:
+    """Text of a pipeline item, in parentheses when it binds looser than its context needs."""
+    if isinstance(node, A.Pipeline):
+        text, prec = " | ".join(item(s, _SEQ) for s in node.stages), _PIPE
+    elif isinstance(node, A.Sequence):
+        text, prec = " + ".join(item(s, _REP) for s in node.items), _SEQ
+    elif isinstance(node, A.Repeat):
+        count = node.count
+        suffix = f"x{count.value}" if isinstance(count, A.Num) and isinstance(count.value, int) else f"x{{{expr(count)}}}"
+        text, prec = f"{item(node.body, _UNIT)} {suffix}", _REP
+    elif isinstance(node, A.Labeled):
+        text, prec = f"{node.label}: {item(node.body, _UNIT)}", _UNIT
+    elif isinstance(node, A.Layer):
+        text, prec = layer(node), _UNIT
+    elif isinstance(node, A.Call):
+        args = ", ".join(expr(a.value) if a.name is None else f"{a.name}={expr(a.value)}" for a in node.args)
+        text, prec = f"{node.name}({args})", _UNIT
+    elif isinstance(node, A.Res):
+        parts = [item(node.body, _PIPE)] + ([item(node.shortcut, _PIPE)] if node.shortcut is not None else [])
+        text, prec = f"res({', '.join(parts)})", _UNIT
+    elif isinstance(node, A.Branches):
+        text, prec = f"{node.merge}({', '.join(item(b, _PIPE) for b in node.branches)})", _UNIT
+    else:
+        raise TypeError(f"cannot format {type(node).__name__}")
+    return f"({text})" if prec < context else text
+
+
+def _size(e, lead: bool) -> str:
+    if isinstance(e, A.Num) and isinstance(e.value, int):
+        return str(e.value)
+    if isinstance(e, A.Num):
+        return repr(e.value)
+    if isinstance(e, A.Dims):
+        return "x".join(map(str, e.value))
+    if isinstance(e, A.Var) and not lead:
+        return e.name
+    return "{" + expr(e) + "}"
+
+
+def layer(node: A.Layer) -> str:
+    text = node.word.lower()
+    if node.lead is not None:
+        text += _size(node.lead, True)
+    if node.size is not None:
+        text += "-" + _size(node.size, False)
+    if node.stride is not None:
+        text += "/" + _size(node.stride, False)
+    if node.options:
+        text += "[" + ", ".join(o.name if o.value is None else f"{o.name}={expr(o.value)}"
+                                for o in node.options) + "]"
+    return text
+
+
+def expr(e, parent: int = 0) -> str:
+    if isinstance(e, A.Num):
+        return str(e.value) if isinstance(e.value, int) else repr(e.value)
+    if isinstance(e, A.Dims):
+        return "x".join(map(str, e.value))
+    if isinstance(e, A.Var):
+        return e.name
+    if isinstance(e, A.Neg):
+        return "-" + expr(e.operand, 3)
+    if isinstance(e, A.BinOp):
+        prec = _EXPR_PREC[e.op]
+        text = f"{expr(e.left, prec)} {e.op} {expr(e.right, prec + 1)}"
+        return f"({text})" if prec < parent else text
+    raise TypeError(f"cannot format {type(e).__name__}")

@@ -1,0 +1,524 @@
+"""AST -> IR: blocks, repeats, defaults, fused batch norm, residual projections, names and spans."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+from . import limits
+from . import syntax as A
+from .errors import CnnDslError, LimitError, NameError_, ShapeError, Span, ValueError_
+from .ir import Graph, make_node, verify
+from .ops import ACTIVATIONS, NO_ACTIVATION, OPS, SPELLINGS, LayerArgs, OpError, conv_out, fmt_shape, normalize_word
+
+def _close(word, candidates, n=1, cutoff=0.6):
+    import difflib   # only on the error path
+    return difflib.get_close_matches(word, candidates, n=n, cutoff=cutoff)
+
+
+DEFAULT_INPUT = (224, 224, 3)       # H, W, C as written in `input HxWxC`
+DEFAULT_ACTIVATION = "relu"
+_ERROR_KINDS = {"shape": ShapeError, "name": NameError_, "limit": LimitError, "value": ValueError_}
+
+
+class Scope:
+    """A naming scope: a dotted prefix and per-kind counters for automatic names."""
+
+    __slots__ = ("prefix", "counters")
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.counters: dict[str, int] = {}
+
+
+class Pending(NamedTuple):
+    """A weight layer's activation, held back so a following `bn` can sit before it."""
+
+    op: str
+    attrs: dict
+    owner: int          # index of the weight layer in the builder's node list
+    fusable: bool       # no bn fused yet
+    stage: str
+    scope: Scope
+    span: Optional[Span]
+
+
+class Cursor(NamedTuple):
+    """Where lowering stands: the current output node, its shape, and a deferred activation."""
+
+    node: str
+    shape: tuple
+    pending: Optional[Pending]
+
+
+class _Lowering:
+    def __init__(self, spec: A.Spec, input_shape: Optional[tuple[int, int, int]]):
+        self.nodes: list[list] = []          # [name, op, inputs, attrs, shape, stage, span, label]
+        self.names: set[str] = set()
+        self.scope = Scope("")
+        self.stage = "stage1"
+        self.env: dict[str, Any] = {}
+        self.calls: list[tuple[str, Span]] = []
+        self.label_suffix = ""
+        self.blocks: dict[str, A.BlockDef] = {}
+        self.act = (DEFAULT_ACTIVATION, {})
+        self.spec = spec
+        self.input_override = input_shape
+
+    # ------------------------------------------------------------ errors --
+    def error(self, cls, message: str, span: Optional[Span], hint: Optional[str] = None) -> CnnDslError:
+        notes = tuple(f"in block '{name}' called at {s.line}:{s.column}" for name, s in reversed(self.calls))
+        return cls(message, span, hint, notes)
+
+    def op_error(self, e: OpError, layer: Optional[A.Layer], span: Span) -> CnnDslError:
+        where = span
+        if layer is not None:
+            if e.part == "word":
+                where = layer.word_span
+            elif e.part.startswith("option:"):
+                name = e.part.split(":", 1)[1]
+                where = next((o.span for o in layer.options if o.name == name), layer.span)
+            else:
+                expr = getattr(layer, e.part, None)
+                where = expr.span if expr is not None else layer.span
+        return self.error(_ERROR_KINDS.get(e.kind, ValueError_), e.message, where, e.hint)
+
+    # ------------------------------------------------------------ naming --
+    def fresh(self, kind: str, label: Optional[str] = None, span: Optional[Span] = None,
+              scope: Optional[Scope] = None) -> str:
+        scope = scope or self.scope
+        if label is not None:
+            name = scope.prefix + label + self.label_suffix
+            if name in self.names:
+                raise self.error(NameError_, f"the name '{name}' is already used", span,
+                                 "labels must be unique within their block")
+            return name
+        n = scope.counters.get(kind, 0)
+        while True:
+            n += 1
+            name = f"{scope.prefix}{kind}{n}"
+            if name not in self.names:
+                scope.counters[kind] = n
+                return name
+
+    def emit(self, name: str, op: str, inputs: tuple, attrs: dict, shape: tuple, span: Optional[Span],
+             stage: Optional[str] = None, label: Optional[str] = None) -> str:
+        if len(self.nodes) >= limits.MAX_NODES:
+            raise self.error(LimitError, f"the network grows beyond {limits.MAX_NODES:,} nodes", span,
+                             "lower the repeat counts")
+        self.names.add(name)
+        self.nodes.append([name, op, inputs, attrs, shape, stage or self.stage, span, label])
+        return name
+
+    def enter(self, segment: str) -> Scope:
+        outer = self.scope
+        self.scope = Scope(f"{outer.prefix}{segment}.")
+        return outer
+
+    # ------------------------------------------------------- expressions --
+    def value(self, expr, symbols: bool = False):
+        if isinstance(expr, A.Num):
+            return expr.value
+        if isinstance(expr, A.Dims):
+            return expr.value
+        if isinstance(expr, A.Var):
+            if expr.name in self.env:
+                return self.env[expr.name]
+            if symbols:
+                return expr.name.lower()
+            close = _close(expr.name, list(self.env), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                f"the block's parameters are: {', '.join(self.env)}" if self.env
+                else "names are only defined inside a block, as its parameters")
+            raise self.error(NameError_, f"unknown name '{expr.name}'", expr.span, hint)
+        if isinstance(expr, A.Neg):
+            v = self.value(expr.operand)
+            if isinstance(v, (tuple, str)):
+                raise self.error(ValueError_, "cannot negate this value", expr.span)
+            return -v
+        if isinstance(expr, A.BinOp):
+            a, b = self.value(expr.left), self.value(expr.right)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+                raise self.error(ValueError_, f"'{expr.op}' needs two numbers", expr.span)
+            if expr.op in ("/", "//", "%") and b == 0:
+                raise self.error(ValueError_, "division by zero", expr.right.span)
+            if expr.op == "+":
+                v = a + b
+            elif expr.op == "-":
+                v = a - b
+            elif expr.op == "*":
+                v = a * b
+            elif expr.op == "/":
+                v = a // b if isinstance(a, int) and isinstance(b, int) and a % b == 0 else a / b
+            elif expr.op == "//":
+                v = a // b
+            else:
+                v = a % b
+            if abs(v) > 10 ** 15:
+                raise self.error(LimitError, "arithmetic result is absurdly large", expr.span)
+            return v
+        raise self.error(ValueError_, "expected a number", getattr(expr, "span", None))
+
+    # ----------------------------------------------------------- pending --
+    def flush(self, cur: Cursor) -> Cursor:
+        p = cur.pending
+        if p is None:
+            return cur
+        name = self.fresh(p.op, scope=p.scope)
+        self.emit(name, p.op, (cur.node,), p.attrs, cur.shape, p.span, stage=p.stage)
+        return Cursor(name, cur.shape, None)
+
+    # ------------------------------------------------------------ layers --
+    def layer(self, node: A.Layer, cur: Cursor, label: Optional[str], label_span: Optional[Span]) -> Cursor:
+        word = normalize_word(node.word)
+        build = SPELLINGS.get(word)
+        if build is None:
+            if node.word in self.blocks and node.lead is None and node.size is None and not node.options:
+                return self.call(A.Call(node.word, (), node.span, node.word_span), cur, label)
+            known = list(SPELLINGS) + list(self.blocks)
+            close = _close(word, known, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else \
+                "layers include conv3-64, fc4096, maxpool, avgpool, gap, bn, lrn, dropout, relu, softmax"
+            raise self.error(NameError_, f"unknown layer '{node.word}'", node.word_span, hint)
+        args = LayerArgs(node.word.lower(), *(None if e is None else self.value(e) for e in
+                                              (node.lead, node.size, node.stride)),
+                         {o.name: (True if o.value is None else self.value(o.value, symbols=True))
+                          for o in node.options})
+        if len({o.name for o in node.options}) != len(node.options):
+            dup = next(o for i, o in enumerate(node.options) if o.name in {p.name for p in node.options[:i]})
+            raise self.error(NameError_, f"option '{dup.name}' given twice", dup.span)
+        return self.apply(build, args, node, cur, label, label_span, node.span)
+
+    def apply(self, build, args: LayerArgs, node: Optional[A.Layer], cur: Cursor, label, label_span, span) -> Cursor:
+        in_shape = cur.shape
+        try:
+            op, attrs = build(args, in_shape)
+        except OpError as e:
+            raise self.op_error(e, node, span) from None
+        p = cur.pending
+        if op == "bn" and p is not None and p.fusable:
+            owner = self.nodes[p.owner]
+            if owner[1] in ("conv", "fc") and owner[3].get("bias_default"):
+                owner[3]["bias"] = False
+            name = self.fresh("bn", label, label_span)
+            self.emit(name, "bn", (cur.node,), attrs, self.shape_of("bn", attrs, [in_shape], node, span), span,
+                      label=label)
+            return Cursor(name, in_shape, p._replace(fusable=False))
+        if op in ACTIVATIONS or op == NO_ACTIVATION:
+            if p is not None:
+                cur = Cursor(cur.node, cur.shape, None)   # an explicit activation replaces the default one
+            if op == NO_ACTIVATION:
+                return cur
+        elif op == "softmax" and p is not None:
+            cur = Cursor(cur.node, cur.shape, None)       # the layer before softmax outputs logits
+        else:
+            cur = self.flush(cur)
+        if op == "fc" and len(in_shape) == 3:
+            flat = (in_shape[0] * in_shape[1] * in_shape[2],)
+            cur = Cursor(self.emit(self.fresh("flatten"), "flatten", (cur.node,), {}, flat, span), flat, None)
+            in_shape = flat
+        weight = OPS[op].weight
+        if weight:
+            explicit_bias = any(normalize_word(k) in ("bias", "nobias") for k in args.options)
+            attrs["bias_default"] = not explicit_bias
+        shape = self.shape_of(op, attrs, [in_shape], node, span)
+        name = self.fresh(OPS[op].kind, label, label_span)
+        self.emit(name, op, (cur.node,), attrs, shape, span, label=label)
+        if weight and self.act[0] != NO_ACTIVATION:
+            act_op, act_attrs = self.act
+            return Cursor(name, shape, Pending(act_op, act_attrs, len(self.nodes) - 1, True, self.stage,
+                                               self.scope, span))
+        return Cursor(name, shape, None)
+
+    def shape_of(self, op: str, attrs: dict, ins: list, node, span) -> tuple:
+        try:
+            return OPS[op].shape(attrs, ins)
+        except OpError as e:
+            raise self.op_error(e, node, span) from None
+
+    # ------------------------------------------------------------- calls --
+    def call(self, node: A.Call, cur: Cursor, label: Optional[str]) -> Cursor:
+        block = self.blocks.get(node.name)
+        if block is None:
+            build = SPELLINGS.get(normalize_word(node.name))
+            if build is not None:
+                return self.builtin_call(build, node, cur, label)
+            close = _close(node.name, list(self.blocks) + list(SPELLINGS), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "define it first: block name(c) = conv3-c"
+            raise self.error(NameError_, f"unknown block '{node.name}'", node.name_span, hint)
+        if any(name == node.name for name, _ in self.calls):
+            raise self.error(LimitError, f"block '{node.name}' calls itself", node.span,
+                             "blocks may not be recursive; use a repeat (xN) instead")
+        if len(self.calls) >= limits.MAX_CALL_DEPTH:
+            raise self.error(LimitError, f"blocks nested more than {limits.MAX_CALL_DEPTH} calls deep", node.span)
+        env = self.bind(block, node)
+        scope_name = self.fresh(node.name, label, node.span)
+        outer_env, outer_scope = self.env, self.enter(scope_name[len(self.scope.prefix):])
+        self.names.add(scope_name)
+        self.env = env
+        self.calls.append((node.name, node.span))
+        saved_suffix, self.label_suffix = self.label_suffix, ""
+        try:
+            body = block.body
+            if isinstance(body, A.Res):           # a block that is one residual unit needs no inner scope
+                cur = self.res(body, cur, own_scope=False)
+            elif isinstance(body, A.Branches):
+                cur = self.branches(body, cur, own_scope=False)
+            else:
+                cur = self.lower(body, cur)
+        finally:
+            self.env, self.scope, self.label_suffix = outer_env, outer_scope, saved_suffix
+            self.calls.pop()
+        return cur
+
+    def bind(self, block: A.BlockDef, node: A.Call) -> dict:
+        sig = ", ".join(p.name if p.default is None else f"{p.name}={'...'}" for p in block.params)
+        names = [p.name for p in block.params]
+        env: dict[str, Any] = {}
+        positional = [a for a in node.args if a.name is None]
+        if len(positional) > len(names):
+            raise self.error(ValueError_, f"block '{block.name}' takes at most {len(names)} argument"
+                             f"{'s' if len(names) != 1 else ''} ({sig}), got {len(positional)}",
+                             node.span, f"defined at {block.span.line}:{block.span.column}")
+        seen_kw = False
+        for i, a in enumerate(node.args):
+            if a.name is None:
+                if seen_kw:
+                    raise self.error(ValueError_, "positional argument after a keyword argument", a.span)
+                env[names[i]] = self.value(a.value)
+            else:
+                seen_kw = True
+                if a.name not in names:
+                    close = _close(a.name, names, n=1)
+                    raise self.error(NameError_, f"block '{block.name}' has no parameter '{a.name}'", a.span,
+                                     f"did you mean '{close[0]}'?" if close else f"its parameters are ({sig})")
+                if a.name in env:
+                    raise self.error(ValueError_, f"parameter '{a.name}' given twice", a.span)
+                env[a.name] = self.value(a.value)
+        outer, self.env = self.env, env
+        try:
+            for p in block.params:
+                if p.name not in env:
+                    if p.default is None:
+                        raise self.error(ValueError_, f"block '{block.name}' needs a value for '{p.name}' ({sig})",
+                                         node.span, f"call it as {block.name}({', '.join(names)})")
+                    env[p.name] = self.value(p.default)
+        finally:
+            self.env = outer
+        return env
+
+    def builtin_call(self, build, node: A.Call, cur: Cursor, label) -> Cursor:
+        """`dropout(0.3)`, `conv(3, 64, stride=2)`: a layer written as a call."""
+        positional = [self.value(a.value) for a in node.args if a.name is None]
+        if len(positional) > 3:
+            raise self.error(ValueError_, f"{node.name}(...) takes at most 3 positional arguments", node.span)
+        lead, size, stride = (positional + [None, None, None])[:3]
+        options = {a.name.lower(): self.value(a.value, symbols=True) for a in node.args if a.name is not None}
+        args = LayerArgs(node.name.lower(), lead, size, stride, options)
+        return self.apply(build, args, None, cur, label, node.name_span, node.span)
+
+    # ------------------------------------------------------ composition --
+    def lower(self, node, cur: Cursor, label: Optional[str] = None, label_span: Optional[Span] = None) -> Cursor:
+        if isinstance(node, A.Layer):
+            return self.layer(node, cur, label, label_span)
+        if isinstance(node, (A.Sequence, A.Pipeline)):
+            if label is not None:
+                return self.scoped(label, node, cur)
+            for item in (node.items if isinstance(node, A.Sequence) else node.stages):
+                cur = self.lower(item, cur)
+            return cur
+        if isinstance(node, A.Repeat):
+            return self.repeat(node, cur, label)
+        if isinstance(node, A.Labeled):
+            return self.lower(node.body, cur, node.label, node.label_span)
+        if isinstance(node, A.Call):
+            return self.call(node, cur, label)
+        if isinstance(node, A.Res):
+            return self.res(node, cur, label=label)
+        if isinstance(node, A.Branches):
+            return self.branches(node, cur, label=label)
+        raise self.error(ValueError_, f"unexpected {type(node).__name__}", getattr(node, "span", None))
+
+    def scoped(self, label: str, node, cur: Cursor) -> Cursor:
+        name = self.fresh("group", label)
+        outer = self.enter(name[len(self.scope.prefix):])
+        self.names.add(name)
+        try:
+            return self.lower(node, cur)
+        finally:
+            self.scope = outer
+
+    def repeat(self, node: A.Repeat, cur: Cursor, label: Optional[str]) -> Cursor:
+        count = self.value(node.count)
+        if isinstance(count, float) and count.is_integer():
+            count = int(count)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise self.error(ValueError_, f"repeat count must be a whole number of at least 1, got {count!r}",
+                             node.count.span)
+        if count > limits.MAX_REPEAT:
+            raise self.error(LimitError, f"repeat count {count:,} is beyond the limit of {limits.MAX_REPEAT:,}",
+                             node.count.span, "networks this deep cannot be built or analyzed usefully")
+        if label is not None:
+            return self.scoped(label, node, cur)
+        saved = self.label_suffix
+        try:
+            for i in range(count):
+                if count > 1:
+                    self.label_suffix = f"{saved}_{i + 1}"
+                cur = self.lower(node.body, cur)
+        finally:
+            self.label_suffix = saved
+        return cur
+
+    def res(self, node: A.Res, cur: Cursor, label: Optional[str] = None, own_scope: bool = True) -> Cursor:
+        cur = self.flush(cur)
+        outer = self.enter(self.fresh("res", label)[len(self.scope.prefix):]) if own_scope else self.scope
+        if own_scope:
+            self.names.add(self.scope.prefix[:-1])
+        try:
+            first = len(self.nodes)
+            body = self.lower(node.body, Cursor(cur.node, cur.shape, None))
+            has_bn = any(n[1] == "bn" for n in self.nodes[first:])
+            if node.shortcut is not None:
+                short = self.flush(self.lower(node.shortcut, Cursor(cur.node, cur.shape, None)))
+            elif body.shape == cur.shape:
+                short = cur
+            else:
+                short = self.projection(cur, body.shape, has_bn, node.span)
+            if short.shape != body.shape:
+                raise self.error(ShapeError, f"residual shapes cannot be joined: the block gives "
+                                 f"{fmt_shape(body.shape)}, its shortcut {fmt_shape(short.shape)}", node.span,
+                                 "make the shortcut produce the block's shape")
+            add = self.emit(self.fresh("add", "add" if own_scope or label else None), "add",
+                            (body.node, short.node), {}, body.shape, node.span)
+            return self.flush(Cursor(add, body.shape, body.pending))
+        finally:
+            self.scope = outer
+
+    def projection(self, cur: Cursor, want: tuple, has_bn: bool, span: Span) -> Cursor:
+        have = cur.shape
+        if len(have) != 3 or len(want) != 3:
+            raise self.error(ShapeError, f"residual shapes cannot be joined: {fmt_shape(have)} in, "
+                             f"{fmt_shape(want)} out", span,
+                             "give an explicit shortcut: res(body, shortcut)")
+        strides = []
+        for n, m in zip(have[1:], want[1:]):
+            s = -(-n // m)
+            if m > n or conv_out(n, 1, s, 0) != m:
+                raise self.error(ShapeError, f"residual shapes cannot be joined: no 1x1 projection with a stride "
+                                 f"maps {fmt_shape(have)} to {fmt_shape(want)}", span,
+                                 "give an explicit shortcut: res(body, shortcut)")
+            strides.append(s)
+        attrs = {"out": want[0], "kernel": (1, 1), "stride": tuple(strides), "padding": (0, 0),
+                 "dilation": (1, 1), "groups": 1, "bias": not has_bn, "bias_default": True}
+        name = self.emit(self.fresh("conv", "proj"), "conv", (cur.node,), attrs, want, span)
+        if has_bn:
+            name = self.emit(self.fresh("bn", "proj_bn"), "bn", (name,), {"eps": 1e-5, "momentum": 0.1}, want, span)
+        return Cursor(name, want, None)
+
+    def branches(self, node: A.Branches, cur: Cursor, label: Optional[str] = None, own_scope: bool = True) -> Cursor:
+        cur = self.flush(cur)
+        outer = self.enter(self.fresh(node.merge, label)[len(self.scope.prefix):]) if own_scope else self.scope
+        if own_scope:
+            self.names.add(self.scope.prefix[:-1])
+        try:
+            outs = []
+            for i, branch in enumerate(node.branches):
+                inner = self.enter(f"b{i + 1}")
+                try:
+                    outs.append(self.flush(self.lower(branch, Cursor(cur.node, cur.shape, None))))
+                finally:
+                    self.scope = inner
+            op = "concat" if node.merge == "cat" else "add"
+            try:
+                shape = OPS[op].shape({}, [o.shape for o in outs])
+            except OpError:
+                detail = ", ".join(f"branch {i + 1} gives {fmt_shape(o.shape)}" for i, o in enumerate(outs))
+                what = "concatenate" if op == "concat" else "add"
+                need = "the same height and width" if op == "concat" else "the same shape"
+                raise self.error(ShapeError, f"cannot {what} branches of mismatched sizes: {detail}", node.span,
+                                 f"branches must give {need}") from None
+            name = self.emit(self.fresh(op, op), op, tuple(o.node for o in outs), {}, shape, node.span)
+            return Cursor(name, shape, None)
+        finally:
+            self.scope = outer
+
+    # --------------------------------------------------------- top level --
+    def run(self) -> list:
+        dims = self.input_override
+        input_span = None
+        pipelines = []
+        for st in self.spec.statements:
+            if isinstance(st, A.BlockDef):
+                if st.name in self.blocks:
+                    raise NameError_(f"block '{st.name}' is defined twice", st.name_span,
+                                     f"first defined at {self.blocks[st.name].span.line}:"
+                                     f"{self.blocks[st.name].span.column}")
+                if normalize_word(st.name) in SPELLINGS:
+                    raise NameError_(f"'{st.name}' is a built-in layer and cannot be a block name", st.name_span,
+                                     "pick another name")
+                names = [p.name for p in st.params]
+                dup = next((p for i, p in enumerate(st.params) if p.name in names[:i]), None)
+                if dup is not None:
+                    raise NameError_(f"parameter '{dup.name}' appears twice", dup.span)
+                self.blocks[st.name] = st
+            elif isinstance(st, A.InputStmt):
+                if input_span is not None:
+                    raise ValueError_("the input is declared twice", st.span,
+                                      f"first declared at {input_span.line}:{input_span.column}")
+                input_span = st.span
+                if len(st.dims) != 3:
+                    raise ValueError_(f"input needs height, width and channels, got {fmt_shape(st.dims)}", st.span,
+                                      "write it as input 224x224x3 (HxWxC)")
+                if dims is None:
+                    dims = st.dims
+                for d in st.dims:
+                    if d < 1:
+                        raise ValueError_("input sizes must be at least 1", st.span)
+                    if d > limits.MAX_DIM:
+                        raise LimitError(f"input size {d:,} is beyond the limit of {limits.MAX_DIM:,}", st.span)
+            elif isinstance(st, A.ActivationStmt):
+                name = normalize_word(st.name)
+                build = SPELLINGS.get(name)
+                probe = build(LayerArgs(name, None, None, None, {}), (1,))[0] if build else None
+                if probe not in ACTIVATIONS and probe != NO_ACTIVATION:
+                    close = _close(name, list(ACTIVATIONS), n=1)
+                    raise NameError_(f"unknown activation '{st.name}'", st.span,
+                                     f"did you mean '{close[0]}'?" if close else
+                                     f"choose one of: {', '.join(ACTIVATIONS)}, none")
+                self.act = (probe, dict(OPS[probe].defaults) if probe in ACTIVATIONS else {})
+            else:
+                pipelines.append(st)
+        if not pipelines:
+            raise ValueError_("the spec has no layers", Span(1, 1, 1, 2, 0, 1),
+                              "write a network, e.g.: conv3-64 x2 + maxpool | fc10 | softmax")
+        h, w, c = dims or DEFAULT_INPUT
+        if min(h, w, c) < 1 or max(h, w, c) > limits.MAX_DIM:
+            raise LimitError(f"input {h}x{w}x{c} is out of range", input_span)
+        self.emit("input", "input", (), {}, (c, h, w), input_span, stage="input")
+        cur = Cursor("input", (c, h, w), None)
+        index = 0
+        for pipe in pipelines:
+            stages = pipe.stages if isinstance(pipe, A.Pipeline) else (pipe,)
+            for stage in stages:
+                index += 1
+                if isinstance(stage, A.Labeled):
+                    self.stage = stage.label
+                    if stage.label in self.names:
+                        raise NameError_(f"the name '{stage.label}' is already used", stage.label_span)
+                else:
+                    self.stage = f"stage{index}"
+                cur = self.lower(stage, cur)
+        if cur.pending is not None and self.nodes[cur.pending.owner][1] == "fc":
+            cur = Cursor(cur.node, cur.shape, None)   # the classifier outputs logits
+        self.flush(cur)
+        return self.nodes
+
+
+def lower(spec: A.Spec, source: str = "", filename: str = "<spec>",
+          input_shape: Optional[tuple[int, int, int]] = None) -> Graph:
+    """Lower a parsed spec to a verified IR graph. `input_shape` (H, W, C) overrides the spec's."""
+    rows = _Lowering(spec, input_shape).run()
+    nodes = []
+    for name, op, inputs, attrs, shape, stage, span, label in rows:
+        attrs.pop("bias_default", None)
+        nodes.append(make_node(name, op, inputs, attrs, shape, stage, span, label))
+    return verify(Graph(tuple(nodes), source, filename))

@@ -1,0 +1,187 @@
+"""Analyses over the IR; each reads the graph and returns a table keyed by node name."""
+from __future__ import annotations
+
+from math import prod
+from typing import NamedTuple
+
+from .ir import Graph
+from .ops import GLOBAL, OPS, fmt_shape
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2,
+               "float64": 8, "fp64": 8, "int8": 1}
+
+
+def shapes(g: Graph) -> dict[str, tuple]:
+    """Output shape of each node (channels-first, no batch dimension)."""
+    return {n.name: n.shape for n in g.nodes}
+
+
+def _per_node(g: Graph, rule: str) -> dict[str, int]:
+    shape = {}
+    out = {}
+    for n in g.nodes:
+        shape[n.name] = n.shape
+        op = OPS[n.op]
+        ins = [shape[i] for i in n.inputs]
+        out[n.name] = getattr(op, rule)(n.attrs, ins) if n.inputs else 0
+    return out
+
+
+def params(g: Graph) -> dict[str, int]:
+    """Trainable parameters of each node (conv/fc weights and biases, batch-norm gamma and beta)."""
+    return _per_node(g, "params")
+
+
+def buffers(g: Graph) -> dict[str, int]:
+    """Non-trainable state of each node (batch-norm running mean, variance and batch counter)."""
+    return _per_node(g, "buffers")
+
+
+def macs(g: Graph) -> dict[str, int]:
+    """Multiply-accumulates of each node for one image (conv and fc; FLOPs are 2x this)."""
+    shape = {}
+    out = {}
+    for n in g.nodes:
+        shape[n.name] = n.shape
+        out[n.name] = OPS[n.op].macs(n.attrs, [shape[i] for i in n.inputs], n.shape) if n.inputs else 0
+    return out
+
+
+def activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[str, int]:
+    """Bytes of each node's output for a batch."""
+    size = DTYPE_BYTES[dtype]
+    return {n.name: prod(n.shape) * batch * size for n in g.nodes}
+
+
+def peak_activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32") -> int:
+    """Inference peak: outputs live from their producer to their last consumer, walked in order."""
+    sizes = activation_bytes(g, batch, dtype)
+    last_use = {}
+    for i, n in enumerate(g.nodes):
+        for src in n.inputs:
+            last_use[src] = i
+    live = peak = 0
+    for i, n in enumerate(g.nodes):
+        live += sizes[n.name]
+        peak = max(peak, live)
+        for src in set(n.inputs):
+            if last_use[src] == i:
+                live -= sizes[src]
+    return peak
+
+
+class RF(NamedTuple):
+    """Receptive field per axis (h, w): size, effective stride (jump), effective padding; grid under it."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    grid: tuple[int, int]       # spatial size of the feature map this field belongs to
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "stride": list(self.stride), "padding": list(self.padding)}
+
+
+class Misalignment(NamedTuple):
+    node: str
+    message: str
+
+
+def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
+    """Forward RF: r += (k-1)*j, P += p*j, j *= s; at a merge, the union of the fields (reported if unaligned)."""
+    rf: dict[str, RF] = {}
+    bad: list[Misalignment] = []
+    for n in g.nodes:
+        if not n.inputs:
+            rf[n.name] = RF((1, 1), (1, 1), (0, 0), n.shape[1:3] if len(n.shape) == 3 else (1, 1))
+            continue
+        ins = [rf[i] for i in n.inputs]
+        if len(ins) > 1:
+            rf[n.name] = _merge(n.name, ins, bad)
+            continue
+        src = ins[0]
+        win = OPS[n.op].window(n.attrs, [g[i].shape for i in n.inputs])
+        grid = n.shape[1:3] if len(n.shape) == 3 else src.grid
+        if win is None:
+            rf[n.name] = src._replace(grid=grid)
+            continue
+        if win == GLOBAL:
+            win = tuple((src.grid[i], src.grid[i], 0) for i in (0, 1))
+            grid = (1, 1)
+        size, jump, pad = [], [], []
+        for i in (0, 1):
+            k, s, p = win[i]
+            size.append(src.size[i] + (k - 1) * src.stride[i])
+            pad.append(src.padding[i] + p * src.stride[i])
+            jump.append(src.stride[i] * s)
+        rf[n.name] = RF(tuple(size), tuple(jump), tuple(pad), tuple(grid))
+    return rf, bad
+
+
+def _merge(name: str, ins: list[RF], bad: list[Misalignment]) -> RF:
+    size, jump, pad = [], [], []
+    for i in (0, 1):
+        starts = [-r.padding[i] for r in ins]
+        ends = [-r.padding[i] + r.size[i] - 1 for r in ins]
+        jumps = {r.stride[i] for r in ins}
+        centres = {s + e for s, e in zip(starts, ends)}
+        if len(jumps) > 1 or len(centres) > 1:
+            axis = "height" if i == 0 else "width"
+            what = f"strides {sorted(jumps)}" if len(jumps) > 1 else \
+                f"fields centred {sorted(c / 2 for c in centres)} px apart along the {axis}"
+            bad.append(Misalignment(name, f"merge '{name}' joins unaligned inputs ({what})"))
+        start, end = min(starts), max(ends)
+        size.append(end - start + 1)
+        pad.append(-start)
+        jump.append(max(jumps))
+    return RF(tuple(size), tuple(jump), tuple(pad), ins[0].grid)
+
+
+def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligned: list[Misalignment]) -> list[dict]:
+    """What a designer wants to hear: truncating pools, FC-heavy parameter budgets, small fields, unaligned merges."""
+    out: list[dict] = []
+
+    def warn(node, message):
+        span = g[node].span if node in g else None
+        out.append({"node": node, "message": message,
+                    "line": span.line if span else None, "column": span.column if span else None})
+
+    for n in g.nodes:
+        if n.op in ("maxpool", "avgpool", "conv") and len(n.shape) == 3:
+            src = g[n.inputs[0]].shape
+            a = n.attrs
+            lost = []
+            for i, axis in ((0, "rows"), (1, "columns")):
+                last = (n.shape[i + 1] - 1) * a["stride"][i] - a["padding"][i] + a["dilation"][i] * (a["kernel"][i] - 1)
+                if src[i + 1] - 1 > last:
+                    lost.append(f"{src[i + 1] - 1 - last} {axis}")
+            reads_all = all(a["dilation"][i] * (a["kernel"][i] - 1) + 1 >= a["stride"][i] for i in (0, 1))
+            if lost and reads_all:  # a 1x1/2 projection skips rows by design; only report real truncation
+                warn(n.name, f"{n.op} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])} on a "
+                     f"{fmt_shape(src[1:])} map never reads the last {' and '.join(lost)} "
+                     f"(output {fmt_shape(n.shape[1:])})")
+    total = sum(param_table.values())
+    fc = sum(v for k, v in param_table.items() if g[k].op == "fc")
+    if total and fc / total > 0.5:
+        warn(next(n.name for n in g.nodes if n.op == "fc"),
+             f"fully-connected layers hold {100 * fc / total:.1f}% of the parameters "
+             f"({fc:,} of {total:,})")
+    head = _classifier_input(g)
+    if head is not None:
+        field = rf[head]
+        want = g.input_shape[1:3]
+        if field.size[0] < want[0] or field.size[1] < want[1]:
+            warn(head, f"receptive field {fmt_shape(field.size)} at '{head}', where the classifier starts, is "
+                 f"smaller than the {fmt_shape(want)} input")
+    for m in misaligned:
+        warn(m.node, m.message)
+    return out
+
+
+def _classifier_input(g: Graph):
+    """The last spatial node before the network collapses space (flatten, fc or global pooling)."""
+    for n in g.nodes:
+        if n.op in ("flatten", "fc") or (n.op.startswith("adaptive") and n.attrs["output"] == (1, 1)):
+            src = g[n.inputs[0]]
+            return src.name if len(src.shape) == 3 else None
+    return None

@@ -1,0 +1,81 @@
+"""The analysis report: runs the passes over a graph and assembles rows, totals and warnings."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import passes
+from .ir import Graph
+from .ops import OPS
+
+
+class Report:
+    """Per-layer rows, totals and warnings for one graph; `to_dict()` is the JSON schema."""
+
+    def __init__(self, graph: Graph, batch: int = 1, dtype: str = "float32"):
+        if dtype not in passes.DTYPE_BYTES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(passes.DTYPE_BYTES)}")
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive whole number, got {batch!r}")
+        self.graph, self.batch, self.dtype = graph, batch, dtype
+        self.params = passes.params(graph)
+        self.buffers = passes.buffers(graph)
+        self.macs = passes.macs(graph)
+        self.activations = passes.activation_bytes(graph, batch, dtype)
+        self.rf, misaligned = passes.receptive_fields(graph)
+        self.warnings = passes.warnings(graph, self.params, self.rf, misaligned)
+        size = passes.DTYPE_BYTES[dtype]
+        total_params = sum(self.params.values())
+        total_buffers = sum(self.buffers.values())
+        total_macs = sum(self.macs.values())
+        self.totals = {
+            "params": total_params,
+            "buffers": total_buffers,
+            "macs": total_macs * batch,
+            "flops": 2 * total_macs * batch,
+            "macs_per_image": total_macs,
+            "layers": len(graph.nodes) - 1,
+            "weight_layers": sum(1 for n in graph.nodes if OPS[n.op].weight),
+            "weight_bytes": (total_params + total_buffers) * size,
+            "activation_bytes": sum(self.activations.values()),
+            "peak_activation_bytes": passes.peak_activation_bytes(graph, batch, dtype),
+        }
+
+    def layer(self, name: str) -> dict[str, Any]:
+        n = self.graph[name]
+        row = {
+            "name": n.name, "op": n.op, "stage": n.stage, "inputs": list(n.inputs),
+            "description": OPS[n.op].describe(n.attrs), "output_shape": list(n.shape),
+            "params": self.params[name], "buffers": self.buffers[name],
+            "macs": self.macs[name] * self.batch, "flops": 2 * self.macs[name] * self.batch,
+            "activation_bytes": self.activations[name], "rf": self.rf[name].to_dict(),
+        }
+        if n.label:
+            row["label"] = n.label
+        if n.span is not None:
+            row["line"], row["column"] = n.span.line, n.span.column
+        return row
+
+    def stages(self) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for n in self.graph.nodes[1:]:
+            r = rows.setdefault(n.stage, {"name": n.stage, "layers": 0, "params": 0, "macs": 0})
+            r["layers"] += 1
+            r["params"] += self.params[n.name]
+            r["macs"] += self.macs[n.name] * self.batch
+            r["output_shape"] = list(n.shape)
+        return list(rows.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        g = self.graph
+        return {
+            "spec": g.filename,
+            "input_shape": list(g.input_shape),
+            "output_shape": list(g.output.shape),
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "macs_note": "macs are multiply-accumulates of conv and fc layers; flops = 2 x macs",
+            "totals": dict(self.totals),
+            "stages": self.stages(),
+            "layers": [self.layer(n.name) for n in g.nodes],
+            "warnings": [dict(w) for w in self.warnings],
+        }

@@ -1,0 +1,445 @@
+"""The Lark parser (built once) and the transformer from tokens to a frozen AST."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
+
+from .errors import LimitError, Span, SyntaxError_, ValueError_
+from . import limits
+
+# ---------------------------------------------------------------- the AST ----
+# Every node is immutable and carries the span of the text it came from.
+
+
+class Num(NamedTuple):
+    value: Union[int, float]
+    span: Span
+
+
+class Dims(NamedTuple):
+    value: tuple[int, ...]
+    span: Span
+
+
+class Var(NamedTuple):
+    name: str
+    span: Span
+
+
+class BinOp(NamedTuple):
+    op: str                      # one of + - * / // %
+    left: Any
+    right: Any
+    span: Span
+
+
+class Neg(NamedTuple):
+    operand: Any
+    span: Span
+
+
+class Option(NamedTuple):
+    name: str
+    value: Any                   # an expression, or None for a flag like [valid]
+    span: Span
+
+
+class Layer(NamedTuple):
+    """`word lead-size/stride[options]`, e.g. conv3-64/2[pad=0]; sizes are expressions."""
+
+    word: str
+    lead: Any
+    size: Any
+    stride: Any
+    options: tuple[Option, ...]
+    span: Span
+    word_span: Span
+
+
+class Arg(NamedTuple):
+    name: Optional[str]
+    value: Any
+    span: Span
+
+
+class Call(NamedTuple):
+    name: str
+    args: tuple[Arg, ...]
+    span: Span
+    name_span: Span
+
+
+class Res(NamedTuple):
+    body: Any
+    shortcut: Any                # None: identity or automatic projection
+    span: Span
+
+
+class Branches(NamedTuple):
+    merge: str                   # "cat" or "add"
+    branches: tuple[Any, ...]
+    span: Span
+
+
+class Labeled(NamedTuple):
+    label: str
+    body: Any
+    span: Span
+    label_span: Span
+
+
+class Repeat(NamedTuple):
+    body: Any
+    count: Any                   # an expression
+    span: Span
+
+
+class Sequence(NamedTuple):
+    items: tuple[Any, ...]
+    span: Span
+
+
+class Pipeline(NamedTuple):
+    stages: tuple[Any, ...]
+    span: Span
+
+
+class InputStmt(NamedTuple):
+    dims: tuple[int, ...]
+    span: Span
+
+
+class ActivationStmt(NamedTuple):
+    name: str
+    span: Span
+
+
+class Param(NamedTuple):
+    name: str
+    default: Any
+    span: Span
+
+
+class BlockDef(NamedTuple):
+    name: str
+    params: tuple[Param, ...]
+    body: Any
+    span: Span
+    name_span: Span
+
+
+class Spec(NamedTuple):
+    statements: tuple[Any, ...]
+
+
+# ---------------------------------------------------------- the parser ----
+
+GRAMMAR_PATH = Path(__file__).with_name("cnndsl.lark")
+if not GRAMMAR_PATH.exists():  # running from a source checkout: grammar/ at the top
+    GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "cnndsl.lark"
+
+
+def tok_span(tok) -> Span:
+    return Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
+
+
+def _span_of(items) -> Span:
+    spans = [it if isinstance(it, Span) else (tok_span(it) if hasattr(it, "start_pos") else it.span)
+             for it in items if it is not None]
+    span = spans[0]
+    for s in spans[1:]:
+        span = span.join(s)
+    return span
+
+
+def _int(tok) -> int:
+    text = str(tok)
+    if len(text) > limits.MAX_INT_DIGITS:
+        raise LimitError(f"number {text[:20]}{'...' if len(text) > 20 else ''} has {len(text)} digits",
+                         tok_span(tok), f"numbers may have at most {limits.MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _float(tok) -> float:
+    text = str(tok)
+    if len(text) > 32:
+        raise LimitError("number literal too long", tok_span(tok), "write at most 32 characters")
+    return float(text)
+
+
+def _dims(tok) -> tuple[int, ...]:
+    parts = re.split(r"[x\u00d7X]", str(tok))
+    for p in parts:
+        if len(p) > limits.MAX_INT_DIGITS:
+            raise LimitError(f"dimension {p[:20]}... has {len(p)} digits", tok_span(tok),
+                             f"numbers may have at most {limits.MAX_INT_DIGITS} digits")
+    return tuple(int(p) for p in parts)
+
+
+class _ToAst:
+    """Callbacks run by the LALR parser on each reduction (no recursion over the tree)."""
+
+    def start(self, c):
+        return Spec(tuple(x for x in c if x is not None))
+
+    def input_stmt(self, c):
+        return InputStmt(_dims(c[1]), _span_of(c))
+
+    def act_stmt(self, c):
+        return ActivationStmt(str(c[1]).lower(), _span_of(c))
+
+    def param(self, c):
+        return Param(str(c[0]), c[1], _span_of(c))
+
+    def block_def(self, c):
+        params = tuple(p for p in c[2:-1] if p is not None)
+        return BlockDef(str(c[1]), params, c[-1], _span_of(c), tok_span(c[1]))
+
+    def pipeline(self, c):
+        return c[0] if len(c) == 1 else Pipeline(tuple(c), _span_of(c))
+
+    def chain(self, c):
+        return c[0] if len(c) == 1 else Sequence(tuple(c), _span_of(c))
+
+    def rep(self, c):
+        body, rest = c[0], [x for x in c[1:] if x is not None]
+        if not rest:
+            return body
+        rep_tok, expr = rest[0], (rest[1] if len(rest) > 1 else None)
+        if rep_tok.type == "REPEAT":
+            count = Num(_int(rep_tok[1:]) if len(rep_tok) > 1 else 1, tok_span(rep_tok))
+            return Repeat(body, count, _span_of([body, rep_tok]))
+        return Repeat(body, expr, _span_of([body, rep_tok, expr]))
+
+    def seq(self, c):
+        return c[0] if len(c) == 1 else Sequence(tuple(c), _span_of(c))
+
+    def unit(self, c):
+        label, body = c
+        if label is None:
+            return body
+        return Labeled(str(label)[:-1], body, _span_of([label, body]), tok_span(label))
+
+    def group(self, c):
+        return c[0]
+
+    def res(self, c):
+        return Res(c[1], c[2], _span_of(c))
+
+    def cat(self, c):
+        return Branches("cat", tuple(c[1:]), _span_of(c))
+
+    def add(self, c):
+        return Branches("add", tuple(c[1:]), _span_of(c))
+
+    def call(self, c):
+        args = tuple(a for a in c[1:] if a is not None)
+        return Call(str(c[0]), args, _span_of(c), tok_span(c[0]))
+
+    def arg(self, c):
+        name, value = c
+        return Arg(None if name is None else str(name), value, _span_of(c))
+
+    def layer(self, c):
+        word, lead, size, stride, opts = c
+        opts = opts or ()
+        return Layer(str(word), lead, size, stride, opts, _span_of([word, lead, size, stride, *opts]),
+                     tok_span(word))
+
+    def options(self, c):
+        return tuple(o for o in c if o is not None)
+
+    def option(self, c):
+        return Option(str(c[0]).lower(), c[1], _span_of(c))
+
+    def int_size(self, c):
+        return Num(_int(c[0]), tok_span(c[0]))
+
+    def float_size(self, c):
+        return Num(_float(c[0]), tok_span(c[0]))
+
+    def dims_size(self, c):
+        return Dims(_dims(c[0]), tok_span(c[0]))
+
+    dims_num = dims_size
+
+    def num(self, c):
+        tok = c[0]
+        return Num(_int(tok) if tok.type == "INT" else _float(tok), tok_span(tok))
+
+    def var(self, c):
+        return Var(str(c[0]), tok_span(c[0]))
+
+    def neg_expr(self, c):
+        return Neg(c[0], _span_of(c))
+
+    def _bin(op):
+        def build(self, c):
+            return BinOp(op, c[0], c[1], _span_of(c))
+        return build
+
+    add_expr, sub_expr, mul_expr = _bin("+"), _bin("-"), _bin("*")
+    div_expr, floordiv_expr, mod_expr = _bin("/"), _bin("//"), _bin("%")
+    del _bin
+
+
+class _Continuations:
+    """Postlexer: newlines end statements except inside brackets or around `|`/`+`."""
+
+    always_accept = ("_NL",)
+    _OPENERS = frozenset("([{")
+    _CLOSERS = frozenset(")]}")
+    _CONTINUE_AFTER = frozenset(["|", "+", ",", "=", "(", "[", "{", "-", "/", "*", "//", "%"])
+    _CONTINUE_BEFORE = frozenset(["|", "+"])
+
+    def process(self, stream):
+        depth = 0
+        prev = None
+        newline = None
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth == 0 and prev is not None and prev.value not in self._CONTINUE_AFTER:
+                    newline = tok
+                continue
+            if newline is not None:
+                if tok.value not in self._CONTINUE_BEFORE:
+                    yield newline
+                newline = None
+            value = tok.value
+            if value in self._OPENERS or tok.type == "XBRACE":
+                depth += 1
+            elif value in self._CLOSERS:
+                depth = max(0, depth - 1)
+            prev = tok
+            yield tok
+
+
+_PARSER = None
+
+
+def _parser():
+    """Build the LALR parser once per process (Lark caches the tables on disk)."""
+    global _PARSER
+    if _PARSER is None:
+        from lark import Lark
+        grammar = GRAMMAR_PATH.read_text(encoding="utf-8")
+        kwargs = dict(parser="lalr", lexer="basic", transformer=_ToAst(), postlex=_Continuations(),
+                      maybe_placeholders=True)
+        try:
+            _PARSER = Lark(grammar, cache=True, **kwargs)
+        except OSError:  # no writable temp dir for the cache
+            _PARSER = Lark(grammar, **kwargs)
+    return _PARSER
+
+
+# --------------------------------------------------------- diagnostics ----
+
+_FRIENDLY = {
+    "WORD": "a name", "INT": "a number", "FLOAT": "a number", "DIMS": "dimensions like 32x32x3",
+    "REPEAT": "a repeat like x2", "XBRACE": "'x{'", "LABEL": "a label like 'head:'",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
+    "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
+    "INPUT": "'input'", "ACTIVATION": "'activation'", "BLOCK": "'block'", "RES": "'res'",
+    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'",
+}
+
+
+def _friendly(names) -> str:
+    shown = sorted({_FRIENDLY.get(n, n) for n in names})
+    return ", ".join(shown[:10]) + (", ..." if len(shown) > 10 else "")
+
+
+def _offset_span(text: str, pos: int, length: int = 1) -> Span:
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return Span(line, col, line, col + length, pos, pos + length)
+
+
+_BRACKETS = re.compile(r"#[^\n]*|[()\[\]{}]")
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def check_brackets(text: str) -> None:
+    """Refuse unbalanced or too deeply nested brackets before the parser sees them."""
+    stack: list[tuple[str, int]] = []
+    for m in _BRACKETS.finditer(text):
+        ch = m.group()
+        if ch[0] == "#":
+            continue
+        if ch in "([{":
+            stack.append((ch, m.start()))
+            if len(stack) > limits.MAX_NESTING:
+                raise LimitError(f"brackets nested more than {limits.MAX_NESTING} deep",
+                                 _offset_span(text, m.start()), "flatten the nesting, or use a block or a repeat")
+        else:
+            if not stack:
+                raise SyntaxError_(f"unmatched '{ch}'", _offset_span(text, m.start()),
+                                   f"remove it, or add the '{_PAIRS[ch]}' that it closes")
+            opener, pos = stack.pop()
+            if opener != _PAIRS[ch]:
+                raise SyntaxError_(f"'{ch}' does not close the '{opener}' opened at "
+                                   f"{_offset_span(text, pos).line}:{_offset_span(text, pos).column}",
+                                   _offset_span(text, m.start()), f"close '{opener}' first")
+    if stack:
+        opener, pos = stack[-1]
+        closer = {v: k for k, v in _PAIRS.items()}[opener]
+        raise SyntaxError_(f"'{opener}' is never closed", _offset_span(text, pos),
+                           f"add the matching '{closer}'")
+
+
+def parse(text: str) -> Spec:
+    """Parse spec text into a frozen AST; raises CnnDslError subclasses with spans."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+    if len(text) > limits.MAX_SOURCE_CHARS:
+        raise LimitError(f"spec is {len(text):,} characters long", _offset_span(text, 0),
+                         f"specs may be at most {limits.MAX_SOURCE_CHARS:,} characters")
+    bad = re.search(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffd]", text)
+    if bad:
+        raise SyntaxError_(f"control or invalid character {bad.group()!r} in spec text",
+                           _offset_span(text, bad.start()), "is this a binary file? specs are UTF-8 text")
+    check_brackets(text)
+    try:
+        spec = _parser().parse(text)
+    except UnexpectedCharacters as e:
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        hint = f"expected {_friendly(e.allowed)}" if e.allowed else None
+        raise SyntaxError_(f"unexpected character {ch!r}", _offset_span(text, e.pos_in_stream), hint) from None
+    except UnexpectedToken as e:
+        tok = e.token
+        if tok.type == "$END":
+            pos = len(text.rstrip())
+            raise SyntaxError_("unexpected end of input", _offset_span(text, max(0, pos - 1)),
+                               f"expected {_friendly(e.expected)}") from None
+        if tok.type == "_NL":
+            pos = tok.start_pos
+            raise SyntaxError_("unexpected end of line", _offset_span(text, pos),
+                               f"expected {_friendly(e.expected)}") from None
+        what = "name" if tok.type == "WORD" else "token"
+        hint = f"expected {_friendly(e.expected)}"
+        if tok.type in ("INT", "DIMS") and e.token_history and e.token_history[-1].type == "WORD":
+            hint += "; layer sizes come right after the layer name, as in conv3-64"
+        raise SyntaxError_(f"unexpected {what} {str(tok)!r}", tok_span(tok), hint) from None
+    except UnexpectedEOF as e:
+        raise SyntaxError_("unexpected end of input", _offset_span(text, max(0, len(text) - 1)),
+                           f"expected {_friendly(e.expected)}") from None
+    except UnexpectedInput as e:  # pragma: no cover - other Lark input errors
+        raise SyntaxError_(str(e).splitlines()[0], _offset_span(text, getattr(e, "pos_in_stream", 0) or 0)) from None
+    except RecursionError:
+        raise LimitError("spec nests too deeply", _offset_span(text, 0)) from None
+    return spec
+
+
+def check_int_range(value: Any, span: Span, what: str, low: int = 1, high: int = limits.MAX_DIM) -> int:
+    """A helper shared by lowering: an integer within [low, high] or a diagnostic."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError_(f"{what} must be a whole number, got {value!r}", span)
+    if value < low:
+        raise ValueError_(f"{what} must be at least {low}, got {value}", span)
+    if value > high:
+        raise LimitError(f"{what} {value:,} is beyond the limit of {high:,}", span)
+    return value
