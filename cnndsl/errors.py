@@ -56,7 +56,7 @@ class CnnDslError(Exception):
         if self.source is not None and self.span is not None:
             lines = self.source.splitlines() or [""]
             if 1 <= self.span.line <= len(lines):
-                text = lines[self.span.line - 1].expandtabs(1)
+                text = "".join(ch if ch.isprintable() else "?" for ch in lines[self.span.line - 1].expandtabs(1))
                 if len(text) > 200:
                     text = text[:200] + "..."
                 col = min(self.span.column, len(text) + 1)

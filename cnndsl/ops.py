@@ -122,8 +122,9 @@ def _spatial(ins, what: str) -> tuple[int, int, int]:
     return ins[0]
 
 
-def _check_size(out_h: int, out_w: int, ins, what: str) -> None:
+def _check_size(out_h: int, out_w: int, ins, what) -> None:
     if out_h < 1 or out_w < 1:
+        what = what()
         raise OpError(f"{what} shrinks the {ins[0][1]}x{ins[0][2]} input to {out_h}x{out_w}: "
                       "the spatial size collapses below 1", "word",
                       "use a larger input, less stride or pooling, or padding", kind="shape")
@@ -237,7 +238,7 @@ class Conv(Op):
             raise OpError(f"groups={a['groups']} does not divide the {c} input channels", kind="shape")
         oh = conv_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0])
         ow = conv_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1])
-        _check_size(oh, ow, ins, f"conv {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
+        _check_size(oh, ow, ins, lambda: f"conv {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
         return (a["out"], oh, ow)
 
     def params(self, a, ins):
@@ -344,7 +345,7 @@ class Pool(Op):
         c, h, w = _spatial(ins, self.name)
         oh = pool_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0], a["ceil"])
         ow = pool_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1], a["ceil"])
-        _check_size(oh, ow, ins, f"{self.name} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
+        _check_size(oh, ow, ins, lambda: f"{self.name} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
         return (c, oh, ow)
 
     def window(self, a, ins):

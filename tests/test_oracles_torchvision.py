@@ -1,0 +1,66 @@
+"""Parameter counts, MACs and layer structure against torchvision's models (built here, nothing downloaded)."""
+from __future__ import annotations
+
+import pytest
+
+import cnndsl
+from conftest import TORCHVISION, spec_path
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+
+def torchvision_model(name):
+    ctor, kwargs = TORCHVISION[name]
+    return torchvision.models.get_model(ctor, weights=None, **kwargs).eval()
+
+
+def measured(model, image=224):
+    """Run a real forward pass; count conv/linear MACs from the shapes torch produced."""
+    macs, conv_shapes = [], []
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
+            conv_shapes.append(tuple(out.shape[1:]))
+        elif isinstance(m, torch.nn.Linear):
+            macs.append(m.in_features * m.out_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image, image))
+    for h in handles:
+        h.remove()
+    return sum(macs), conv_shapes
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_params_macs_and_structure_match_torchvision(name):
+    model = torchvision_model(name)
+    report = cnndsl.analyze(cnndsl.compile(spec_path(name)))
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    macs, conv_shapes = measured(model)
+    assert report.totals["params"] == params
+    assert report.totals["buffers"] == buffers
+    assert report.totals["macs"] == macs
+    assert report.totals["flops"] == 2 * macs
+    ours = [n.shape for n in report.graph.nodes if n.op == "conv"]
+    assert ours == conv_shapes, "convolutions differ in number, order or output shape"
+    assert report.graph.output.shape == (1000,)
+
+
+WEIGHTS_META = {  # torchvision's published metadata, read from the installed package (no download)
+    "alexnet": "AlexNet_Weights", "vgg16": "VGG16_Weights", "vgg19_bn": "VGG19_BN_Weights",
+    "resnet50": "ResNet50_Weights", "resnet152": "ResNet152_Weights", "googlenet": "GoogLeNet_Weights",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTS_META))
+def test_published_metadata(name):
+    meta = getattr(torchvision.models, WEIGHTS_META[name]).IMAGENET1K_V1.meta
+    report = cnndsl.analyze(cnndsl.compile(spec_path(name)))
+    assert report.totals["params"] == meta["num_params"]
+    # torchvision's "GFLOPS" are conv+linear multiply-accumulates, rounded to 3 decimals
+    assert abs(report.totals["macs"] / 1e9 - meta["_ops"]) <= 0.0005 + 1e-9
