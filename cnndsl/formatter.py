@@ -14,7 +14,7 @@ def format_tree(spec: A.Spec) -> str:
         if isinstance(st, A.InputStmt):
             lines.append("input " + "x".join(map(str, st.dims)))
         elif isinstance(st, A.ActivationStmt):
-            lines.append(f"activation {st.name}")
+            lines.append(f"activation {layer(st.layer)}")
         elif isinstance(st, A.BlockDef):
             params = ", ".join(p.name if p.default is None else f"{p.name}={expr(p.default)}" for p in st.params)
             lines.append(f"block {st.name}({params}) = {item(st.body, _PIPE)}")

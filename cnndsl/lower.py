@@ -94,7 +94,7 @@ class _Lowering:
         n = scope.counters.get(kind, 0)
         while True:
             n += 1
-            name = f"{scope.prefix}{kind}{n}"
+            name = f"{scope.prefix}{kind}{'_' if kind[-1].isdigit() else ''}{n}"
             if name not in self.names:
                 scope.counters[kind] = n
                 return name
@@ -167,9 +167,26 @@ class _Lowering:
         return Cursor(name, cur.shape, None)
 
     # ------------------------------------------------------------ layers --
-    def layer(self, node: A.Layer, cur: Cursor, label: Optional[str], label_span: Optional[Span]) -> Cursor:
+    @staticmethod
+    def spelling(node: A.Layer):
+        """The builder for a layer's word (None if unknown), and the layer with `relu6`-style names joined."""
         word = normalize_word(node.word)
-        build = SPELLINGS.get(word)
+        if isinstance(node.lead, A.Num) and f"{word}{node.lead.value}" in SPELLINGS:   # relu6: a name with digits
+            word = f"{word}{node.lead.value}"
+            node = node._replace(word=word, lead=None)
+        return SPELLINGS.get(word), node, word
+
+    def layer_args(self, node: A.Layer) -> LayerArgs:
+        if len({o.name for o in node.options}) != len(node.options):
+            dup = next(o for i, o in enumerate(node.options) if o.name in {p.name for p in node.options[:i]})
+            raise self.error(NameError_, f"option '{dup.name}' given twice", dup.span)
+        return LayerArgs(node.word.lower(), *(None if e is None else self.value(e) for e in
+                                              (node.lead, node.size, node.stride)),
+                         {o.name: (True if o.value is None else self.value(o.value, symbols=True))
+                          for o in node.options})
+
+    def layer(self, node: A.Layer, cur: Cursor, label: Optional[str], label_span: Optional[Span]) -> Cursor:
+        build, node, word = self.spelling(node)
         if build is None:
             if node.word in self.blocks and node.lead is None and node.size is None and not node.options:
                 return self.call(A.Call(node.word, (), node.span, node.word_span), cur, label)
@@ -178,14 +195,7 @@ class _Lowering:
             hint = f"did you mean '{close[0]}'?" if close else \
                 "layers include conv3-64, fc4096, maxpool, avgpool, gap, bn, lrn, dropout, relu, softmax"
             raise self.error(NameError_, f"unknown layer '{node.word}'", node.word_span, hint)
-        args = LayerArgs(node.word.lower(), *(None if e is None else self.value(e) for e in
-                                              (node.lead, node.size, node.stride)),
-                         {o.name: (True if o.value is None else self.value(o.value, symbols=True))
-                          for o in node.options})
-        if len({o.name for o in node.options}) != len(node.options):
-            dup = next(o for i, o in enumerate(node.options) if o.name in {p.name for p in node.options[:i]})
-            raise self.error(NameError_, f"option '{dup.name}' given twice", dup.span)
-        return self.apply(build, args, node, cur, label, label_span, node.span)
+        return self.apply(build, self.layer_args(node), node, cur, label, label_span, node.span)
 
     def apply(self, build, args: LayerArgs, node: Optional[A.Layer], cur: Cursor, label, label_span, span) -> Cursor:
         in_shape = cur.shape
@@ -476,15 +486,17 @@ class _Lowering:
                     if d > limits.MAX_DIM:
                         raise LimitError(f"input size {d:,} is beyond the limit of {limits.MAX_DIM:,}", st.span)
             elif isinstance(st, A.ActivationStmt):
-                name = normalize_word(st.name)
-                build = SPELLINGS.get(name)
-                probe = build(LayerArgs(name, None, None, None, {}), (1,))[0] if build else None
-                if probe not in ACTIVATIONS and probe != NO_ACTIVATION:
+                build, node, name = self.spelling(st.layer)
+                try:
+                    op, attrs = build(self.layer_args(node), (1,)) if build else (None, None)
+                except OpError as e:
+                    raise self.op_error(e, node, node.span) from None
+                if op not in ACTIVATIONS and op != NO_ACTIVATION:
                     close = _close(name, list(ACTIVATIONS), n=1)
-                    raise NameError_(f"unknown activation '{st.name}'", st.span,
+                    raise NameError_(f"'{st.layer.word}' is not an activation", st.layer.span,
                                      f"did you mean '{close[0]}'?" if close else
                                      f"choose one of: {', '.join(ACTIVATIONS)}, none")
-                self.act = (probe, dict(OPS[probe].defaults) if probe in ACTIVATIONS else {})
+                self.act = (op, attrs)
             else:
                 pipelines.append(st)
         if not pipelines:

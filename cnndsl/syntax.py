@@ -111,7 +111,7 @@ class InputStmt(NamedTuple):
 
 
 class ActivationStmt(NamedTuple):
-    name: str
+    layer: Any                   # a Layer that must name an activation, e.g. tanh or leakyrelu[slope=0.2]
     span: Span
 
 
@@ -187,7 +187,7 @@ class _ToAst:
         return InputStmt(_dims(c[1]), _span_of(c))
 
     def act_stmt(self, c):
-        return ActivationStmt(str(c[1]).lower(), _span_of(c))
+        return ActivationStmt(c[1], _span_of(c))
 
     def param(self, c):
         return Param(str(c[0]), c[1], _span_of(c))
