@@ -62,6 +62,8 @@ class _Lowering:
         self.act = (DEFAULT_ACTIVATION, {})
         self.spec = spec
         self.input_override = input_shape
+        self.spellings: dict[int, tuple] = {}    # id(Layer) -> (builder, layer, word)
+        self.built: dict[tuple, tuple] = {}      # layer arguments + input shape -> (op, attrs)
 
     # ------------------------------------------------------------ errors --
     def error(self, cls, message: str, span: Optional[Span], hint: Optional[str] = None) -> CnnDslError:
@@ -177,16 +179,22 @@ class _Lowering:
         return SPELLINGS.get(word), node, word
 
     def layer_args(self, node: A.Layer) -> LayerArgs:
-        if len({o.name for o in node.options}) != len(node.options):
+        if len(node.options) > 1 and len({o.name for o in node.options}) != len(node.options):
             dup = next(o for i, o in enumerate(node.options) if o.name in {p.name for p in node.options[:i]})
             raise self.error(NameError_, f"option '{dup.name}' given twice", dup.span)
-        return LayerArgs(node.word.lower(), *(None if e is None else self.value(e) for e in
-                                              (node.lead, node.size, node.stride)),
-                         {o.name: (True if o.value is None else self.value(o.value, symbols=True))
-                          for o in node.options})
+        value = self.value
+        return LayerArgs(node.word.lower(),
+                         None if node.lead is None else value(node.lead),
+                         None if node.size is None else value(node.size),
+                         None if node.stride is None else value(node.stride),
+                         {o.name: (True if o.value is None else value(o.value, symbols=True))
+                          for o in node.options} if node.options else {})
 
     def layer(self, node: A.Layer, cur: Cursor, label: Optional[str], label_span: Optional[Span]) -> Cursor:
-        build, node, word = self.spelling(node)
+        found = self.spellings.get(id(node))
+        if found is None:
+            found = self.spellings[id(node)] = self.spelling(node)
+        build, node, word = found
         if build is None:
             if node.word in self.blocks and node.lead is None and node.size is None and not node.options:
                 return self.call(A.Call(node.word, (), node.span, node.word_span), cur, label)
@@ -199,10 +207,21 @@ class _Lowering:
 
     def apply(self, build, args: LayerArgs, node: Optional[A.Layer], cur: Cursor, label, label_span, span) -> Cursor:
         in_shape = cur.shape
+        key = (build, args.word, args.lead, args.size, args.stride, tuple(args.options.items()), in_shape)
         try:
-            op, attrs = build(args, in_shape)
-        except OpError as e:
-            raise self.op_error(e, node, span) from None
+            op, attrs = self.built[key]
+            attrs = dict(attrs)
+        except KeyError:
+            try:
+                op, attrs = build(args, in_shape)
+            except OpError as e:
+                raise self.op_error(e, node, span) from None
+            self.built[key] = op, dict(attrs)
+        except TypeError:   # an unhashable option value: build without the memo
+            try:
+                op, attrs = build(args, in_shape)
+            except OpError as e:
+                raise self.op_error(e, node, span) from None
         p = cur.pending
         if op == "bn" and p is not None and p.fusable:
             owner = self.nodes[p.owner]
@@ -227,8 +246,8 @@ class _Lowering:
             in_shape = flat
         weight = OPS[op].weight
         if weight:
-            explicit_bias = any(normalize_word(k) in ("bias", "nobias") for k in args.options)
-            attrs["bias_default"] = not explicit_bias
+            attrs["bias_default"] = not (args.options and
+                                         any(normalize_word(k) in ("bias", "nobias") for k in args.options))
         shape = self.shape_of(op, attrs, [in_shape], node, span)
         name = self.fresh(OPS[op].kind, label, label_span)
         self.emit(name, op, (cur.node,), attrs, shape, span, label=label)

@@ -138,6 +138,7 @@ class Op:
     name = "op"
     kind = "op"            # prefix of automatic node names
     weight = False         # a weight layer (conv or fc): carries the default activation
+    windowed = False       # has an RF window (see window()); other single-input ops keep their input's field
 
     def shape(self, a: dict, ins: list) -> tuple:
         return ins[0]
@@ -166,6 +167,7 @@ class Input(Op):
 class Conv(Op):
     name = kind = "conv"
     weight = True
+    windowed = True
     ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",
                "dilation": "dilation", "dil": "dilation", "d": "dilation", "groups": "groups", "g": "groups",
                "bias": "bias", "nobias": "nobias", "valid": "valid", "same": "same"}
@@ -268,6 +270,7 @@ class Conv(Op):
 class FC(Op):
     name = kind = "fc"
     weight = True
+    windowed = True
     ALIASES = {"bias": "bias", "nobias": "nobias"}
 
     def build(self, args: LayerArgs, in_shape: tuple) -> dict:
@@ -309,6 +312,7 @@ class Pool(Op):
 
     ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",
                "ceil": "ceil", "dilation": "dilation", "d": "dilation"}
+    windowed = True
 
     def __init__(self, name: str):
         self.name = self.kind = name
@@ -362,6 +366,8 @@ class Pool(Op):
 
 class AdaptivePool(Op):
     """Adaptive (and, with output 1x1, global) average or max pooling."""
+
+    windowed = True
 
     def __init__(self, name: str):
         self.name = name

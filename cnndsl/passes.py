@@ -16,35 +16,36 @@ def shapes(g: Graph) -> dict[str, tuple]:
     return {n.name: n.shape for n in g.nodes}
 
 
-def _per_node(g: Graph, rule: str) -> dict[str, int]:
-    shape = {}
-    out = {}
+def counts(g: Graph) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Parameters, buffers and MACs of each node, in one walk over the graph."""
+    shape: dict[str, tuple] = {}
+    params, buffers, macs = {}, {}, {}
     for n in g.nodes:
         shape[n.name] = n.shape
+        if not n.inputs:
+            params[n.name] = buffers[n.name] = macs[n.name] = 0
+            continue
         op = OPS[n.op]
         ins = [shape[i] for i in n.inputs]
-        out[n.name] = getattr(op, rule)(n.attrs, ins) if n.inputs else 0
-    return out
+        params[n.name] = op.params(n.attrs, ins)
+        buffers[n.name] = op.buffers(n.attrs, ins)
+        macs[n.name] = op.macs(n.attrs, ins, n.shape)
+    return params, buffers, macs
 
 
 def params(g: Graph) -> dict[str, int]:
     """Trainable parameters of each node (conv/fc weights and biases, batch-norm gamma and beta)."""
-    return _per_node(g, "params")
+    return counts(g)[0]
 
 
 def buffers(g: Graph) -> dict[str, int]:
     """Non-trainable state of each node (batch-norm running mean, variance and batch counter)."""
-    return _per_node(g, "buffers")
+    return counts(g)[1]
 
 
 def macs(g: Graph) -> dict[str, int]:
     """Multiply-accumulates of each node for one image (conv and fc; FLOPs are 2x this)."""
-    shape = {}
-    out = {}
-    for n in g.nodes:
-        shape[n.name] = n.shape
-        out[n.name] = OPS[n.op].macs(n.attrs, [shape[i] for i in n.inputs], n.shape) if n.inputs else 0
-    return out
+    return counts(g)[2]
 
 
 def activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[str, int]:
@@ -91,30 +92,31 @@ def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
     """Forward RF: r += (k-1)*j, P += p*j, j *= s; at a merge, the union of the fields (reported if unaligned)."""
     rf: dict[str, RF] = {}
     bad: list[Misalignment] = []
+    shape = {}
     for n in g.nodes:
+        shape[n.name] = n.shape
         if not n.inputs:
             rf[n.name] = RF((1, 1), (1, 1), (0, 0), n.shape[1:3] if len(n.shape) == 3 else (1, 1))
             continue
-        ins = [rf[i] for i in n.inputs]
-        if len(ins) > 1:
-            rf[n.name] = _merge(n.name, ins, bad)
+        if len(n.inputs) > 1:
+            rf[n.name] = _merge(n.name, [rf[i] for i in n.inputs], bad)
             continue
-        src = ins[0]
-        win = OPS[n.op].window(n.attrs, [g[i].shape for i in n.inputs])
-        grid = n.shape[1:3] if len(n.shape) == 3 else src.grid
-        if win is None:
-            rf[n.name] = src._replace(grid=grid)
+        src = rf[n.inputs[0]]
+        op = OPS[n.op]
+        if not op.windowed:
+            rf[n.name] = src      # pointwise, or a reshape: every unit sees what its input unit saw
             continue
+        win = op.window(n.attrs, [shape[n.inputs[0]]])
         if win == GLOBAL:
-            win = tuple((src.grid[i], src.grid[i], 0) for i in (0, 1))
+            gh, gw = src.grid
+            win = ((gh, gh, 0), (gw, gw, 0))
             grid = (1, 1)
-        size, jump, pad = [], [], []
-        for i in (0, 1):
-            k, s, p = win[i]
-            size.append(src.size[i] + (k - 1) * src.stride[i])
-            pad.append(src.padding[i] + p * src.stride[i])
-            jump.append(src.stride[i] * s)
-        rf[n.name] = RF(tuple(size), tuple(jump), tuple(pad), tuple(grid))
+        else:
+            grid = n.shape[1:3]
+        (kh, sh, ph), (kw, sw, pw) = win
+        (rh, rw), (jh, jw), (qh, qw) = src.size, src.stride, src.padding
+        rf[n.name] = RF((rh + (kh - 1) * jh, rw + (kw - 1) * jw), (jh * sh, jw * sw), (qh + ph * jh, qw + pw * jw),
+                        grid)
     return rf, bad
 
 

@@ -17,9 +17,7 @@ class Report:
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive whole number, got {batch!r}")
         self.graph, self.batch, self.dtype = graph, batch, dtype
-        self.params = passes.params(graph)
-        self.buffers = passes.buffers(graph)
-        self.macs = passes.macs(graph)
+        self.params, self.buffers, self.macs = passes.counts(graph)
         self.activations = passes.activation_bytes(graph, batch, dtype)
         self.rf, misaligned = passes.receptive_fields(graph)
         self.warnings = passes.warnings(graph, self.params, self.rf, misaligned)
