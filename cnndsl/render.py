@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from .ops import OPS
 from .report import Report
 
 
@@ -28,12 +29,15 @@ def _rf(rf) -> str:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    console = console or Console()
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=max(console.width, 120))
     g = report.graph
     t = report.totals
     table = Table(title=f"{g.filename}: input {'x'.join(map(str, g.input_shape))} (CxHxW), batch {report.batch}",
                   title_justify="left", header_style="bold")
-    table.add_column("layer", overflow="fold")
+    table.add_column("layer", no_wrap=True)
     table.add_column("op")
     table.add_column("output", justify="right")
     table.add_column("params", justify="right")
@@ -48,8 +52,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
             table.add_row(f"[bold cyan]{stage}[/]", "", "", "", "", "")
         params = report.params[n.name]
         macs = report.macs[n.name] * report.batch
-        table.add_row("  " + n.name, n.op if n.op != "conv" and n.op != "fc" else
-                      __import__("cnndsl.ops", fromlist=["OPS"]).OPS[n.op].describe(n.attrs),
+        short = n.name[len(stage) + 1:] if n.name.startswith(stage + ".") else n.name
+        table.add_row("  " + short, OPS[n.op].describe(n.attrs) if n.op in ("conv", "fc") else n.op,
                       "x".join(map(str, n.shape)), f"{params:,}" if params else "",
                       _human(macs) if macs else "", _rf(report.rf[n.name]))
     table.add_section()
