@@ -9,7 +9,7 @@ from .ir import Graph, Node, verify
 from .report import Report
 
 __version__ = "0.1.0"
-__all__ = ["parse", "compile", "analyze", "format_spec", "read_spec", "to_torch", "Graph", "Node", "Report",
+__all__ = ["parse", "compile", "analyze", "format_spec", "read_spec", "to_torch", "load_torchvision", "Graph", "Node", "Report",
            "CnnDslError", "ParseError", "ShapeError", "LimitError", "InternalError", "Span", "verify"]
 
 
@@ -71,6 +71,12 @@ def format_spec(text: str, filename: str = "<spec>") -> str:
 
 
 def to_torch(graph: Graph, **kwargs):
-    """Build a torch.nn.Module from a graph (imports torch)."""
+    """Build a torch.nn.Module from a graph (imports torch). See cnndsl.torch_backend.to_torch."""
     from .torch_backend import to_torch as _to_torch
     return _to_torch(graph, **kwargs)
+
+
+def load_torchvision(model, source, *, strict: bool = True):
+    """Copy a torchvision model's (or state dict's) weights into a module built by to_torch, by structure."""
+    from .interchange import load_torchvision as _load
+    return _load(model, source, strict=strict)

@@ -52,7 +52,11 @@ class CnnDslError(Exception):
 
     def render(self) -> str:
         """`file:line:col: error: message`, the source line, a caret, notes and a hint."""
-        out = [f"{self.filename}:{self.line}:{self.column}: {self.kind}: {self.message}"]
+        if self.span is None:   # not about a place in a spec (a model file, a run)
+            where = "" if self.filename == "<spec>" else f"{self.filename}: "
+            out = [f"{where}{self.kind}: {self.message}"]
+        else:
+            out = [f"{self.filename}:{self.line}:{self.column}: {self.kind}: {self.message}"]
         if self.source is not None and self.span is not None:
             lines = self.source.splitlines() or [""]
             if 1 <= self.span.line <= len(lines):

@@ -1,10 +1,10 @@
 """PyTorch backend: one builder per op, emitted as readable Python source for an nn.Module."""
 from __future__ import annotations
 
-import keyword
 from typing import Callable, Optional
 
 from .ir import Graph, Node
+from .names import module_paths
 
 # ------------------------------------------------------ module builders ----
 # Each returns the constructor expression of the node's nn.Module, or None for ops done in forward().
@@ -77,23 +77,6 @@ BUILDERS: dict[str, Optional[Callable]] = {
     "add": None, "concat": None, "input": None,
 }
 INPLACE_OPS = {"relu", "relu6", "elu", "leakyrelu", "silu", "hardswish"}
-
-def _reserved() -> frozenset:
-    import torch.nn as nn
-    return frozenset(dir(nn.ModuleDict())) | frozenset(keyword.kwlist)
-
-
-def module_paths(graph: Graph) -> dict[str, tuple[str, ...]]:
-    """Where each node's module lives in the tree: (stage, scope..., name), safe as attribute names."""
-    reserved = _reserved()
-    paths = {}
-    for n in graph.nodes[1:]:
-        parts = n.name.split(".")
-        if parts[0] != n.stage:
-            parts = [n.stage] + parts
-        paths[n.name] = tuple(p + "_" if p in reserved else p for p in parts)
-    return paths
-
 
 # ------------------------------------------------------------- codegen ----
 

@@ -1,0 +1,92 @@
+"""Running ONNX models with ONNX Runtime: provider choice, inputs, top-k and timing (no printing)."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from .errors import CnnDslError
+
+
+class RunError(CnnDslError):
+    """The model cannot be loaded or run as asked."""
+
+    kind = "run error"
+
+
+def choose_providers(requested: str = "auto") -> tuple[list[str], str]:
+    """Execution providers for a session, and why: CUDA when onnxruntime-gpu can use a GPU, else the CPU."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if requested == "cpu":
+        return ["CPUExecutionProvider"], "the CPU was asked for"
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], "onnxruntime-gpu offers CUDA"
+    if requested == "cuda":
+        raise RunError("CUDA was asked for, but this ONNX Runtime has no CUDA provider "
+                       f"(it offers: {', '.join(available)})",
+                       hint="install onnxruntime-gpu with a matching CUDA, or use --provider cpu")
+    return ["CPUExecutionProvider"], f"no CUDA provider in this ONNX Runtime (it offers: {', '.join(available)})"
+
+
+def load_session(path: str, provider: str = "auto"):
+    import onnxruntime as ort
+    providers, why = choose_providers(provider)
+    try:
+        session = ort.InferenceSession(path, providers=providers)
+    except Exception as e:  # ORT raises its own exception types for corrupt or invalid files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"ONNX Runtime cannot load {path}: {first[:300]}",
+                       hint="is it a complete .onnx file? cnndsl analyze can check one") from None
+    used = session.get_providers()[0]
+    if used != providers[0]:
+        why = f"{providers[0]} could not start, fell back to {used}"
+    return session, used, why
+
+
+def make_input(session, data: Optional[np.ndarray], batch: int, seed: int = 0) -> tuple[str, np.ndarray]:
+    meta = session.get_inputs()[0]
+    dtype = np.float16 if "float16" in meta.type else np.float32
+    dims = [batch if not isinstance(d, int) or d <= 0 else d for d in meta.shape]
+    if data is None:
+        data = np.random.default_rng(seed).standard_normal(dims).astype(dtype)
+    else:
+        data = np.asarray(data).astype(dtype)
+        want = [d if isinstance(d, int) and d > 0 else None for d in meta.shape]
+        if data.ndim == len(want) - 1:
+            data = data[None]
+        if data.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, data.shape)):
+            shown = "x".join("N" if w is None else str(w) for w in want)
+            raise RunError(f"input has shape {'x'.join(map(str, data.shape))}, the model takes {shown}",
+                           hint="reshape the array, or analyze the model to see its input")
+    return meta.name, data
+
+
+def run(session, name: str, data: np.ndarray) -> np.ndarray:
+    try:
+        return session.run(None, {name: data})[0]
+    except Exception as e:
+        raise RunError(f"ONNX Runtime failed: {str(e).strip().splitlines()[0][:300]}") from None
+
+
+def top_k(output: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    flat = output.reshape(output.shape[0], -1)
+    order = np.argsort(-flat, axis=1)[:, :k]
+    return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(flat, order)]
+
+
+def benchmark(session, name: str, data: np.ndarray, seconds: float = 2.0, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        session.run(None, {name: data})
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        start = time.perf_counter()
+        session.run(None, {name: data})
+        times.append(time.perf_counter() - start)
+    times.sort()
+    mean = sum(times) / len(times)
+    return {"runs": len(times), "batch": int(data.shape[0]), "mean_ms": mean * 1e3,
+            "p50_ms": times[len(times) // 2] * 1e3, "p90_ms": times[int(len(times) * 0.9)] * 1e3,
+            "images_per_s": data.shape[0] / mean}
