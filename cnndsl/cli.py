@@ -39,6 +39,9 @@ def _input_shape(value: Optional[str]):
 def _load(path: str, input_shape=None):
     """Compile a spec file (or '-' for standard input); errors propagate as CnnDslError."""
     import cnndsl
+    if path.lower().endswith(".onnx"):   # analyze a model cnndsl did not write
+        from .onnx_import import import_onnx
+        return import_onnx(path, input_shape)
     if path == "-":
         data = sys.stdin.buffer.read()
         try:
@@ -105,7 +108,8 @@ def main():
               help="Element type for memory figures.")
 @_guard
 def analyze(spec, as_json, input_shape, batch, dtype):
-    """Per-layer shapes, parameters, MACs, memory and receptive fields of SPEC ('-' reads stdin)."""
+    """Per-layer shapes, parameters, MACs, memory and receptive fields of SPEC ('-' reads stdin, a .onnx
+    file is imported)."""
     from .report import Report
     graph = _load(spec, _input_shape(input_shape))
     report = Report(graph, batch=batch, dtype=dtype)
@@ -272,6 +276,17 @@ def _write_atomic(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@main.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "input_shape", metavar="HxWxC", help="Input size, where the model leaves it open.")
+@_guard
+def import_model(model, input_shape):
+    """Print the cnndsl spec equivalent to an ONNX MODEL (checked by compiling it back)."""
+    from .onnx_import import import_onnx
+    from .spec_writer import write_spec
+    click.echo(write_spec(import_onnx(model, _input_shape(input_shape))), nl=False)
 
 
 @main.command()

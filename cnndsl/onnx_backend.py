@@ -65,7 +65,7 @@ class _Emitter:
         kh, kw = a["kernel"]
         fan_out = a["out"] * kh * kw
         w = self.tensor(n, "weight", (a["out"], cin, kh, kw),
-                        lambda: self.rng.normal(0, (2.0 / fan_out) ** 0.5, (a["out"], cin, kh, kw)))
+                        lambda: self.rng.standard_normal((a["out"], cin, kh, kw), np.float32) * (2.0 / fan_out) ** 0.5)
         inputs = [ins[0], w]
         if a["bias"]:
             inputs.append(self.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
@@ -76,7 +76,7 @@ class _Emitter:
     def e_fc(self, n, ins, shapes):
         a = n.attrs
         w = self.tensor(n, "weight", (a["out"], shapes[0][0]),
-                        lambda: self.rng.normal(0, 0.01, (a["out"], shapes[0][0])))
+                        lambda: self.rng.standard_normal((a["out"], shapes[0][0]), np.float32) * 0.01)
         inputs = [ins[0], w]
         if a["bias"]:
             inputs.append(self.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
@@ -172,7 +172,9 @@ class _Emitter:
                 bias=float(a["k"]))
 
     def e_dropout(self, n, ins, shapes):
-        self.op("Identity", [ins[0]], n.name, n.name)       # inference graph: dropout is the identity
+        ratio = self.const(f"{n.name}.ratio", n.attrs["p"])     # an inference graph: the identity, kept for import
+        self.inits[-1] = self.nh.from_array(np.asarray(n.attrs["p"], dtype=np.float32), ratio)
+        self.op("Dropout", [ins[0], ratio], n.name, n.name)
 
     def e_flatten(self, n, ins, shapes):
         self.op("Flatten", [ins[0]], n.name, n.name, axis=1)

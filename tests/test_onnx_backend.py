@@ -53,7 +53,7 @@ def test_every_spec(path):
     check(graph)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_spec())
 def test_generated_specs(text):
     try:

@@ -1,0 +1,102 @@
+"""ONNX import: our own exports round-trip; torchvision's exports analyze to torchvision's figures."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import cnndsl
+from conftest import SPEC_IDS, SPECS, TORCHVISION
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from cnndsl.onnx_backend import save, to_onnx  # noqa: E402
+from cnndsl.onnx_import import import_onnx  # noqa: E402
+
+
+@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
+def test_round_trip_spec_onnx_import(path):
+    graph = cnndsl.compile(path)
+    back = import_onnx(to_onnx(graph))      # the ModelProto itself: no need to serialise 500 MB of VGG
+    a, b = cnndsl.analyze(graph), cnndsl.analyze(back)
+    for key in ("params", "buffers", "macs"):
+        assert a.totals[key] == b.totals[key]
+    for n in back.nodes:
+        assert graph[n.name].shape == n.shape
+        assert a.rf[n.name].size == b.rf[n.name].size and a.rf[n.name].stride == b.rf[n.name].stride
+    lost = {n.name for n in graph.nodes} - {n.name for n in back.nodes}
+    assert all(graph[name].op.startswith("adaptive") for name in lost)   # emitted as Identity (a no-op here)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50", "googlenet"])
+def test_torchvision_exports_analyze_to_torchvision_figures(tmp_path, name):
+    ctor, kwargs = TORCHVISION[name]
+    model = torchvision.models.get_model(ctor, weights=None, **kwargs).eval()
+    file = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # without constant folding the exporter keeps batch norm as its own node, as the model has it
+        torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(file), dynamo=False, opset_version=17,
+                          do_constant_folding=False)
+    report = cnndsl.analyze(import_onnx(str(file)))
+    spec = cnndsl.analyze(cnndsl.compile(f"specs/{name}.cnn"))
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters())
+    assert report.totals["macs"] == spec.totals["macs"]
+    assert report.graph.output.shape == (1000,)
+
+
+def test_import_prints_an_equivalent_spec(tmp_path, cli):
+    graph = cnndsl.compile("specs/googlenet.cnn", input_shape=(96, 96, 3))
+    file = tmp_path / "g.onnx"
+    save(to_onnx(graph), str(file))
+    result = cli("import", str(file))
+    assert result.exit_code == 0, result.output
+    rebuilt = cnndsl.analyze(cnndsl.compile(result.output))
+    assert rebuilt.totals["params"] == cnndsl.analyze(graph).totals["params"]
+    assert "cat(" in result.output
+
+
+def test_bad_files_give_clear_errors(tmp_path, cli):
+    graph = cnndsl.compile("input 16x16x3\nconv3-4 + maxpool | fc2")
+    good = tmp_path / "good.onnx"
+    save(to_onnx(graph), str(good))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good.read_bytes()[:300])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\xff" * 100)
+    for path in (truncated, garbage, tmp_path / "missing.onnx"):
+        for command in ("analyze", "import"):
+            result = cli(command, str(path))
+            assert result.exit_code == 1 and "Traceback" not in result.output and str(path) in result.output
+    result = cli("run", str(truncated))
+    assert result.exit_code == 1 and "cannot load" in result.output
+    # an unsupported op is named
+    model = onnx.load(str(good))
+    model.graph.node[1].op_type = "Selu"
+    weird = tmp_path / "weird.onnx"
+    onnx.save(model, str(weird))
+    result = cli("analyze", str(weird))
+    assert result.exit_code == 1 and "unsupported ONNX op Selu" in result.output
+    # a wrong input shape for run
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), dtype=np.float32))
+    result = cli("run", str(good), "--input-file", str(tmp_path / "x.npy"))
+    assert result.exit_code == 1 and "the model takes" in result.output
+
+
+def test_run_outputs_and_bench(tmp_path, cli):
+    graph = cnndsl.compile("input 16x16x3\nconv3-4 + maxpool | fc5 | softmax")
+    good = tmp_path / "m.onnx"
+    save(to_onnx(graph), str(good))
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = cli("run", str(good), "--input-file", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+                 "--bench", "--seconds", "0.2")
+    assert result.exit_code == 0, result.output
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (4, 5) and np.allclose(y.sum(1), 1, atol=1e-5)
+    assert "CPUExecutionProvider" in result.output and "images/s" in result.output
+    top = cli("run", str(good), "--top-k", "2", "--batch", "3")
+    assert top.exit_code == 0 and top.output.count("[") >= 3
