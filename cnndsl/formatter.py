@@ -15,6 +15,9 @@ def format_tree(spec: A.Spec) -> str:
             lines.append("input " + "x".join(map(str, st.dims)))
         elif isinstance(st, A.ActivationStmt):
             lines.append(f"activation {layer(st.layer)}")
+        elif isinstance(st, A.AugmentStmt):
+            lines.append("augment " + ", ".join(o.name if o.value is None else f"{o.name}={expr(o.value)}"
+                                                for o in st.options))
         elif isinstance(st, A.BlockDef):
             params = ", ".join(p.name if p.default is None else f"{p.name}={expr(p.default)}" for p in st.params)
             lines.append(f"block {st.name}({params}) = {item(st.body, _PIPE)}")

@@ -28,12 +28,14 @@ class Node(NamedTuple):
 class Graph:
     """A network: nodes in topological order; the first is the input, the last the output."""
 
-    __slots__ = ("nodes", "source", "filename", "_index")
+    __slots__ = ("nodes", "source", "filename", "settings", "_index")
 
-    def __init__(self, nodes: tuple[Node, ...], source: str = "", filename: str = "<spec>"):
+    def __init__(self, nodes: tuple[Node, ...], source: str = "", filename: str = "<spec>",
+                 settings: Optional[Mapping[str, Any]] = None):
         self.nodes = tuple(nodes)
         self.source = source
         self.filename = filename
+        self.settings = MappingProxyType(dict(settings or {}))   # spec-level settings, e.g. augment
         self._index = {n.name: n for n in self.nodes}
 
     def __getitem__(self, name: str) -> Node:

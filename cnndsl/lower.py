@@ -62,6 +62,7 @@ class _Lowering:
         self.act = (DEFAULT_ACTIVATION, {})
         self.spec = spec
         self.input_override = input_shape
+        self.settings: dict[str, Any] = {}
         self.spellings: dict[int, tuple] = {}    # id(Layer) -> (builder, layer, word)
         self.built: dict[tuple, tuple] = {}      # layer arguments + input shape -> (op, attrs)
 
@@ -504,6 +505,18 @@ class _Lowering:
                         raise ValueError_("input sizes must be at least 1", st.span)
                     if d > limits.MAX_DIM:
                         raise LimitError(f"input size {d:,} is beyond the limit of {limits.MAX_DIM:,}", st.span)
+            elif isinstance(st, A.AugmentStmt):
+                from .augment import parse_augment
+                parts = []
+                for o in st.options:
+                    value = None if o.value is None else self.value(o.value)
+                    parts.append(o.name if value is None else f"{o.name}={value}")
+                text = ",".join(parts) or "none"
+                try:
+                    parse_augment(text)
+                except ValueError as e:
+                    raise ValueError_(str(e), st.span) from None
+                self.settings["augment"] = text
             elif isinstance(st, A.ActivationStmt):
                 build, node, name = self.spelling(st.layer)
                 try:
@@ -547,9 +560,10 @@ class _Lowering:
 def lower(spec: A.Spec, source: str = "", filename: str = "<spec>",
           input_shape: Optional[tuple[int, int, int]] = None) -> Graph:
     """Lower a parsed spec to a verified IR graph. `input_shape` (H, W, C) overrides the spec's."""
-    rows = _Lowering(spec, input_shape).run()
+    lowering = _Lowering(spec, input_shape)
+    rows = lowering.run()
     nodes = []
     for name, op, inputs, attrs, shape, stage, span, label in rows:
         attrs.pop("bias_default", None)
         nodes.append(make_node(name, op, inputs, attrs, shape, stage, span, label))
-    return verify(Graph(tuple(nodes), source, filename))
+    return verify(Graph(tuple(nodes), source, filename, lowering.settings))

@@ -115,6 +115,11 @@ class ActivationStmt(NamedTuple):
     span: Span
 
 
+class AugmentStmt(NamedTuple):
+    options: tuple[Option, ...]   # training-time augmentation, e.g. augment flip, crop=4
+    span: Span
+
+
 class Param(NamedTuple):
     name: str
     default: Any
@@ -188,6 +193,9 @@ class _ToAst:
 
     def act_stmt(self, c):
         return ActivationStmt(c[1], _span_of(c))
+
+    def augment_stmt(self, c):
+        return AugmentStmt(tuple(o for o in c[1:] if o is not None), _span_of([c[0], *[o for o in c[1:] if o]]))
 
     def param(self, c):
         return Param(str(c[0]), c[1], _span_of(c))
@@ -341,7 +349,7 @@ _FRIENDLY = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
     "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
     "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
-    "INPUT": "'input'", "ACTIVATION": "'activation'", "BLOCK": "'block'", "RES": "'res'",
+    "INPUT": "'input'", "ACTIVATION": "'activation'", "AUGMENT": "'augment'", "BLOCK": "'block'", "RES": "'res'",
     "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'",
 }
 
