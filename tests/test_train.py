@@ -210,7 +210,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason="Debian's dataset-fashion-mnist")
 def test_lenet_on_fashion_mnist(tmp_path, cli):
     result = cli("train", str(ROOT / "specs" / "lenet5.cnn"), "--data", "fashion-mnist", "--epochs", "2",
-                 "--limit-train", "8000", "--optimizer", "adamw", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
+                 "--limit-train", "8000", "--optimizer", "adamw", "--lr", "0.003", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["best_test_accuracy"] > 0.6          # chance is 0.1
