@@ -13,20 +13,6 @@ EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL = 70
 
 
-def _human(n: float, unit: str = "") -> str:
-    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= factor:
-            return f"{n / factor:.2f}{suffix}{unit}"
-    return f"{n:g}{unit}"
-
-
-def _bytes(n: int) -> str:
-    for factor, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if n >= factor:
-            return f"{n / factor:.1f} {suffix}"
-    return f"{n} B"
-
-
 def _input_shape(value: Optional[str]):
     if value is None:
         return None
@@ -166,7 +152,8 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
     graph = _load(spec, _input_shape(input_shape))
     if target == "onnx":
         from .onnx_backend import DEFAULT_OPSET, save, to_onnx
-        state = _read_weights(weights) if weights else None
+        from .weights import read_state_dict
+        state = read_state_dict(weights) if weights else None
         model = to_onnx(graph, weights=state, opset=opset or DEFAULT_OPSET, seed=seed, fp16=fp16,
                         dynamic_batch=not static_batch, logits=logits)
         save(model, output, external_data=True if external_data else None)
@@ -192,36 +179,6 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
         _write_atomic(weights, buf.getvalue())
         message += f" and {weights} ({sum(p.numel() for p in model.parameters()):,} parameters)"
     click.echo(message, err=True)
-
-
-def _read_weights(path: str) -> dict:
-    """A state dict from .npz, or from a torch state dict / checkpoint ({'model': ...} or {'state_dict': ...})."""
-    from .errors import CnnDslError
-    try:
-        if path.endswith(".npz"):
-            import numpy as np
-            with np.load(path) as data:
-                return {k: data[k] for k in data.files}
-        import torch
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise click.FileError(path, hint="no such file") from None
-    except Exception as e:
-        raise CnnDslError(f"cannot read weights from {path}: {type(e).__name__}: {str(e)[:200]}",
-                          hint="give a state dict saved with torch.save, a cnndsl checkpoint, or an .npz") from None
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise CnnDslError(f"{path} holds a {type(state).__name__}, not a state dict")
-    clean = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        clean[k] = v
-    return clean
 
 
 @main.command("run")
@@ -322,7 +279,8 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
 
     from . import data as data_mod
     from .augment import parse_augment
-    from .train import TrainConfig, Trainer, load_checkpoint, train_distributed
+    from .train import TrainConfig, Trainer, train_distributed
+    from .weights import load_checkpoint
     graph = _load(spec)
     try:
         aug = parse_augment(augment if augment is not None else graph.settings.get("augment"))
@@ -430,8 +388,9 @@ class _TrainProgress:
 
 def _model_for(spec: str, weights: str):
     """The spec's model with a checkpoint's weights; the classifier width follows the checkpoint."""
-    from .train import build_model, load_checkpoint, replace_head, state_dict_of, classifier, pick_device
     from .names import module_paths
+    from .train import build_model, classifier, replace_head
+    from .weights import load_checkpoint, state_dict_of
     graph = _load(spec)
     payload = load_checkpoint(weights)
     state = state_dict_of(payload)

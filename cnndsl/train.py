@@ -20,6 +20,7 @@ from .errors import CnnDslError
 from .ir import Graph, Node, verify
 from .names import module_paths
 from .ops import OPS
+from .weights import load_checkpoint, state_dict_of  # noqa: F401  (re-exported for callers)
 
 
 class TrainError(CnnDslError):
@@ -130,31 +131,6 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    import torch
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"no checkpoint at {path}") from None
-    except Exception as e:
-        raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).strip()[:160]}",
-                         hint="the file may be truncated or not a PyTorch checkpoint") from None
-    if not isinstance(payload, dict):
-        raise TrainError(f"{path} holds a {type(payload).__name__}, not a checkpoint or state dict")
-    return payload
-
-
-def state_dict_of(payload: dict) -> dict:
-    state = payload.get("model", payload) if isinstance(payload.get("model"), dict) else payload
-    clean = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        clean[k] = v
-    return clean
 
 
 def build_model(graph: Graph, weights: Optional[dict] = None):
