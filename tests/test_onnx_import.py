@@ -17,7 +17,11 @@ from cnndsl.onnx_backend import save, to_onnx  # noqa: E402
 from cnndsl.onnx_import import import_onnx  # noqa: E402
 
 
-@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
+# the VGG variants share their ops with vgg16, vgg16_bn, vgg16c and vgg11-lrn; CI time goes to the others
+ROUND_TRIP = [p for p in SPECS if not p.stem.startswith("vgg") or p.stem in ("vgg16", "vgg16_bn", "vgg16c", "vgg11-lrn")]
+
+
+@pytest.mark.parametrize("path", ROUND_TRIP, ids=[p.stem for p in ROUND_TRIP])
 def test_round_trip_spec_onnx_import(path):
     graph = cnndsl.compile(path)
     back = import_onnx(to_onnx(graph))      # the ModelProto itself: no need to serialise 500 MB of VGG
