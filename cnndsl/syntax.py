@@ -207,6 +207,8 @@ class _ToAst:
     def pipeline(self, c):
         return c[0] if len(c) == 1 else Pipeline(tuple(c), _span_of(c))
 
+    # `?rule`s with one child are inlined by Lark: these callbacks only see the longer forms
+
     def chain(self, c):
         return c[0] if len(c) == 1 else Sequence(tuple(c), _span_of(c))
 
@@ -224,7 +226,7 @@ class _ToAst:
         return c[0] if len(c) == 1 else Sequence(tuple(c), _span_of(c))
 
     def unit(self, c):
-        label, body = c
+        label, body = c if len(c) == 2 else (None, c[0])
         if label is None:
             return body
         return Labeled(str(label)[:-1], body, _span_of([label, body]), tok_span(label))
