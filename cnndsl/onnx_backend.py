@@ -22,8 +22,8 @@ class OnnxExportError(CnnDslError):
 
 class _Emitter:
     def __init__(self, graph: Graph, weights: Optional[dict], seed: int, opset: int, dtype):
-        from onnx import helper, numpy_helper
-        self.h, self.nh = helper, numpy_helper
+        from onnx import helper
+        self.h = helper
         self.graph, self.opset, self.dtype = graph, opset, dtype
         self.paths = module_paths(graph)
         self.weights = weights
@@ -44,11 +44,11 @@ class _Emitter:
         else:
             value = init().astype(np.float32)
         name = f"{node.name}.{leaf}"
-        self.inits.append(self.nh.from_array(value.astype(self.dtype), name))
+        self.inits.append((name, value.astype(self.dtype, copy=False)))
         return name
 
     def const(self, name: str, value) -> str:
-        self.inits.append(self.nh.from_array(np.asarray(value, dtype=self.dtype), name))
+        self.inits.append((name, np.asarray(value, dtype=self.dtype)))
         return name
 
     def op(self, op_type: str, inputs: list, output: str, name: str, **attrs) -> str:
@@ -141,7 +141,7 @@ class _Emitter:
                             axis=axis)
 
     def ints(self, name: str, values: list[int]) -> str:
-        self.inits.append(self.nh.from_array(np.asarray(values, dtype=np.int64), name))
+        self.inits.append((name, np.asarray(values, dtype=np.int64)))
         return name
 
     def reduce(self, op_type: str, value: str, axis: int, name: str) -> str:
@@ -173,7 +173,7 @@ class _Emitter:
 
     def e_dropout(self, n, ins, shapes):
         ratio = self.const(f"{n.name}.ratio", n.attrs["p"])     # an inference graph: the identity, kept for import
-        self.inits[-1] = self.nh.from_array(np.asarray(n.attrs["p"], dtype=np.float32), ratio)
+        self.inits[-1] = (ratio, np.asarray(n.attrs["p"], dtype=np.float32))
         self.op("Dropout", [ins[0], ratio], n.name, n.name)
 
     def e_flatten(self, n, ins, shapes):
@@ -258,7 +258,13 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
     inp = helper.make_tensor_value_info(nodes[0].name, elem, [batch, *nodes[0].shape])
     out = helper.make_tensor_value_info(nodes[-1].name, elem, [batch, *nodes[-1].shape])
     g = helper.make_graph(em.nodes, graph.filename.rsplit("/", 1)[-1].removesuffix(".cnn") or "cnndsl",
-                          [inp], [out], em.inits)
+                          [inp], [out])
+    for name, array in em.inits:        # written in place: copying TensorProtos of a 500 MB model costs seconds
+        t = g.initializer.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        t.dims.extend(array.shape)
+        t.raw_data = np.ascontiguousarray(array).tobytes()
     from . import __version__
     model = helper.make_model(g, producer_name="cnndsl", producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", opset)])
