@@ -13,18 +13,22 @@ __all__ = ["parse", "compile", "analyze", "format_spec", "read_spec", "to_torch"
            "CnnDslError", "ParseError", "ShapeError", "LimitError", "InternalError", "Span", "verify"]
 
 
-def read_spec(path: Union[str, Path]) -> str:
-    """Read a spec file as UTF-8 text; undecodable bytes become a diagnostic with a position."""
-    from .errors import SyntaxError_
-    from .syntax import _offset_span
-    data = Path(path).read_bytes()
+def decode_spec(data: bytes, filename: str = "<spec>") -> str:
+    """Spec bytes as UTF-8 text; undecodable bytes become a diagnostic with a position."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
+        from .errors import SyntaxError_
+        from .syntax import _offset_span
         text = data[:e.start].decode("utf-8", "replace")
         err = SyntaxError_(f"byte 0x{data[e.start]:02x} is not UTF-8 text", _offset_span(text + "?", len(text)),
                            "is this a binary file? specs are UTF-8 text")
-        raise err.attach(text, str(path)) from None
+        raise err.attach(text, filename) from None
+
+
+def read_spec(path: Union[str, Path]) -> str:
+    """Read a spec file as UTF-8 text (see decode_spec)."""
+    return decode_spec(Path(path).read_bytes(), str(path))
 
 
 def parse(text: str, filename: str = "<spec>"):

@@ -29,15 +29,7 @@ def _load(path: str, input_shape=None):
         from .onnx_import import import_onnx
         return import_onnx(path, input_shape)
     if path == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            from .errors import SyntaxError_
-            from .syntax import _offset_span
-            head = data[:e.start].decode("utf-8", "replace")
-            raise SyntaxError_(f"byte 0x{data[e.start]:02x} is not UTF-8 text", _offset_span(head + "?", len(head)),
-                               "is this a binary file? specs are UTF-8 text").attach(head, "<stdin>") from None
+        text = cnndsl.decode_spec(sys.stdin.buffer.read(), "<stdin>")
         return cnndsl.compile(text, input_shape=input_shape, filename="<stdin>")
     from pathlib import Path
     try:

@@ -208,21 +208,20 @@ class _Lowering:
 
     def apply(self, build, args: LayerArgs, node: Optional[A.Layer], cur: Cursor, label, label_span, span) -> Cursor:
         in_shape = cur.shape
-        key = (build, args.word, args.lead, args.size, args.stride, tuple(args.options.items()), in_shape)
         try:
-            op, attrs = self.built[key]
-            attrs = dict(attrs)
-        except KeyError:
-            try:
-                op, attrs = build(args, in_shape)
-            except OpError as e:
-                raise self.op_error(e, node, span) from None
-            self.built[key] = op, dict(attrs)
+            key = (build, args.word, args.lead, args.size, args.stride, tuple(args.options.items()), in_shape)
+            cached = self.built.get(key)
         except TypeError:   # an unhashable option value: build without the memo
+            key, cached = None, None
+        if cached is None:
             try:
                 op, attrs = build(args, in_shape)
             except OpError as e:
                 raise self.op_error(e, node, span) from None
+            if key is not None:
+                self.built[key] = op, dict(attrs)
+        else:
+            op, attrs = cached[0], dict(cached[1])
         p = cur.pending
         if op == "bn" and p is not None and p.fusable:
             owner = self.nodes[p.owner]

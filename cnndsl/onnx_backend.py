@@ -173,7 +173,6 @@ class _Emitter:
 
     def e_dropout(self, n, ins, shapes):
         ratio = self.const(f"{n.name}.ratio", n.attrs["p"])     # an inference graph: the identity, kept for import
-        self.inits[-1] = (ratio, np.asarray(n.attrs["p"], dtype=np.float32))
         self.op("Dropout", [ins[0], ratio], n.name, n.name)
 
     def e_flatten(self, n, ins, shapes):

@@ -440,16 +440,3 @@ def parse(text: str) -> Spec:
     except RecursionError:
         raise LimitError("spec nests too deeply", _offset_span(text, 0)) from None
     return spec
-
-
-def check_int_range(value: Any, span: Span, what: str, low: int = 1, high: int = limits.MAX_DIM) -> int:
-    """A helper shared by lowering: an integer within [low, high] or a diagnostic."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError_(f"{what} must be a whole number, got {value!r}", span)
-    if value < low:
-        raise ValueError_(f"{what} must be at least {low}, got {value}", span)
-    if value > high:
-        raise LimitError(f"{what} {value:,} is beyond the limit of {high:,}", span)
-    return value
