@@ -55,6 +55,13 @@ def _guard(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except ModuleNotFoundError as e:      # an optional backend's package is not installed
+            extra = {"torch": "torch", "torchvision": "torch", "onnx": "onnx", "onnxruntime": "onnx",
+                     "numpy": "onnx", "PIL": "train", "sklearn": "dev"}.get((e.name or "").split(".")[0])
+            hint = f"pip install 'cnndsl[{extra}]'" if extra else f"pip install {e.name}"
+            click.echo(f"error: this command needs the '{e.name}' package, which is not installed\n  hint: {hint}",
+                       err=True)
+            sys.exit(EXIT_INPUT_ERROR)
         except RecursionError:
             click.echo("error: input nests too deeply to process", err=True)
             sys.exit(EXIT_INPUT_ERROR)

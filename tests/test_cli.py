@@ -96,3 +96,9 @@ def test_report_memory_figures():
     assert t["activation_bytes"] == 1 * 8 * 8 * 2 * 2 + 4 * per_map
     # inference peak: an input and an output live at once (conv -> relu -> conv -> relu)
     assert t["peak_activation_bytes"] == 2 * per_map
+
+
+def test_missing_backend_package_is_a_clean_error(cli, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)       # as if the onnx extra were not installed
+    result = cli("build", "--target", "onnx", str(spec_path("lenet5")), "-o", str(tmp_path / "m.onnx"))
+    assert result.exit_code == 1 and "cnndsl[onnx]" in result.output and "Traceback" not in result.output
