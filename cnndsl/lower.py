@@ -436,11 +436,12 @@ class _Lowering:
                                  f"maps {fmt_shape(have)} to {fmt_shape(want)}", span,
                                  "give an explicit shortcut: res(body, shortcut)")
             strides.append(s)
-        attrs = {"out": want[0], "kernel": (1, 1), "stride": tuple(strides), "padding": (0, 0),
-                 "dilation": (1, 1), "groups": 1, "bias": not has_bn, "bias_default": True}
-        name = self.emit(self.fresh("conv", "proj"), "conv", (cur.node,), attrs, want, span)
+        # the ops' own builders: a 1x1 conv with the stride that maps the shapes, then (with BN) batch norm
+        conv = OPS["conv"].build(LayerArgs("conv", 1, want[0], tuple(strides), {"bias": not has_bn}), have)
+        name = self.emit(self.fresh("conv", "proj"), "conv", (cur.node,), conv, want, span)
         if has_bn:
-            name = self.emit(self.fresh("bn", "proj_bn"), "bn", (name,), {"eps": 1e-5, "momentum": 0.1}, want, span)
+            bn = OPS["bn"].build(LayerArgs("bn", None, None, None, {}), want)
+            name = self.emit(self.fresh("bn", "proj_bn"), "bn", (name,), bn, want, span)
         return Cursor(name, want, None)
 
     def branches(self, node: A.Branches, cur: Cursor, label: Optional[str] = None, own_scope: bool = True) -> Cursor:

@@ -8,6 +8,7 @@ import numpy as np
 from .errors import CnnDslError
 from .ir import Graph, Node
 from .names import module_paths
+from .ops import sliding_window
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -90,9 +91,8 @@ class _Emitter:
             # ONNX's ceil mode keeps a last window that starts in the end padding, PyTorch's drops it; pad
             # the end explicitly so floor mode yields exactly PyTorch's windows (-inf padding changes nothing).
             ceil = 0
-            for i in (0, 1):
-                keff = a["dilation"][i] * (a["kernel"][i] - 1) + 1
-                pads[2 + i] = max(0, (n.shape[1 + i] - 1) * a["stride"][i] + keff - shapes[0][1 + i] - pads[i])
+            for i, (keff, stride, _) in enumerate(sliding_window(a)):
+                pads[2 + i] = max(0, (n.shape[1 + i] - 1) * stride + keff - shapes[0][1 + i] - pads[i])
         elif ceil:
             # Average pooling: PyTorch divides by the window clipped to the padded input. Pad with zeros
             # explicitly, then pool in floor mode with uncounted end padding that admits PyTorch's last window.

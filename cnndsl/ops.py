@@ -115,6 +115,11 @@ def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
     return out
 
 
+def sliding_window(a: dict) -> tuple:
+    """(effective kernel d*(k-1)+1, stride, padding) per axis of a conv or pooling layer."""
+    return tuple((a["dilation"][i] * (a["kernel"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1))
+
+
 def _spatial(ins, what: str) -> tuple[int, int, int]:
     if len(ins[0]) != 3:
         raise OpError(f"{what} needs a CxHxW feature map, but its input is a vector of {ins[0][0]:,} features",
@@ -250,7 +255,7 @@ class Conv(Op):
         return prod(out) * (ins[0][0] // a["groups"]) * a["kernel"][0] * a["kernel"][1]
 
     def window(self, a, ins):
-        return tuple((a["dilation"][i] * (a["kernel"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1))
+        return sliding_window(a)
 
     def describe(self, a):
         k, s = a["kernel"], a["stride"]
@@ -353,7 +358,7 @@ class Pool(Op):
         return (c, oh, ow)
 
     def window(self, a, ins):
-        return tuple((a["dilation"][i] * (a["kernel"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1))
+        return sliding_window(a)
 
     def describe(self, a):
         k, s = a["kernel"], a["stride"]

@@ -152,12 +152,14 @@ def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligne
         if n.op in ("maxpool", "avgpool", "conv") and len(n.shape) == 3:
             src = g[n.inputs[0]].shape
             a = n.attrs
+            win = OPS[n.op].window(a, [src])
             lost = []
             for i, axis in ((0, "rows"), (1, "columns")):
-                last = (n.shape[i + 1] - 1) * a["stride"][i] - a["padding"][i] + a["dilation"][i] * (a["kernel"][i] - 1)
+                keff, stride, pad = win[i]
+                last = (n.shape[i + 1] - 1) * stride - pad + keff - 1
                 if src[i + 1] - 1 > last:
                     lost.append(f"{src[i + 1] - 1 - last} {axis}")
-            reads_all = all(a["dilation"][i] * (a["kernel"][i] - 1) + 1 >= a["stride"][i] for i in (0, 1))
+            reads_all = all(keff >= stride for keff, stride, _ in win)
             if lost and reads_all:  # a 1x1/2 projection skips rows by design; only report real truncation
                 warn(n.name, f"{n.op} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])} on a "
                      f"{fmt_shape(src[1:])} map never reads the last {' and '.join(lost)} "
