@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .errors import CnnDslError, InternalError, LimitError, ParseError, ShapeError, Span
+from .gcpause import gc_paused
 from .ir import Graph, Node, verify
 from .report import Report
 
@@ -31,6 +32,7 @@ def read_spec(path: Union[str, Path]) -> str:
     return decode_spec(Path(path).read_bytes(), str(path))
 
 
+@gc_paused
 def parse(text: str, filename: str = "<spec>"):
     """Parse spec text into its frozen syntax tree."""
     from .syntax import parse as _parse
@@ -40,6 +42,7 @@ def parse(text: str, filename: str = "<spec>"):
         raise e.attach(text, filename) from None
 
 
+@gc_paused
 def compile(spec: Union[str, Path], *, input_shape: Optional[tuple[int, int, int]] = None,
             filename: Optional[str] = None) -> Graph:
     """Compile spec text, or a path to a .cnn file, into a verified IR graph.
@@ -61,6 +64,7 @@ def compile(spec: Union[str, Path], *, input_shape: Optional[tuple[int, int, int
         raise e.attach(text, filename) from None
 
 
+@gc_paused
 def analyze(graph: Union[Graph, str, Path], *, batch: int = 1, dtype: str = "float32") -> Report:
     """Run every analysis pass over a graph (or spec text/path) and return the report."""
     if not isinstance(graph, Graph):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import passes
+from .gcpause import gc_paused
 from .ir import Graph
 from .ops import OPS
 
@@ -63,6 +64,7 @@ class Report:
             r["output_shape"] = list(n.shape)
         return list(rows.values())
 
+    @gc_paused
     def to_dict(self) -> dict[str, Any]:
         g = self.graph
         return {

@@ -45,6 +45,15 @@ class Option(NamedTuple):
     span: Span
 
 
+class Options(tuple):
+    """A layer's `[...]` options: a tuple of Option that also knows the span of its brackets."""
+
+    def __new__(cls, items, span: Span):
+        self = super().__new__(cls, items)
+        self.span = span
+        return self
+
+
 class Layer(NamedTuple):
     """`word lead-size/stride[options]`, e.g. conv3-64/2[pad=0]; sizes are expressions."""
 
@@ -158,11 +167,12 @@ def _span_of(items) -> Span:
     return span
 
 
-def _int(tok) -> int:
-    text = str(tok)
+def _int(tok, text: Optional[str] = None, span: Optional[Span] = None) -> int:
+    """The integer in a token (or in `text`, a part of it at `span`), refusing absurdly long numbers."""
+    text = str(tok) if text is None else text
     if len(text) > limits.MAX_INT_DIGITS:
         raise LimitError(f"number {text[:20]}{'...' if len(text) > 20 else ''} has {len(text)} digits",
-                         tok_span(tok), f"numbers may have at most {limits.MAX_INT_DIGITS} digits")
+                         span or tok_span(tok), f"numbers may have at most {limits.MAX_INT_DIGITS} digits")
     return int(text)
 
 
@@ -218,7 +228,7 @@ class _ToAst:
             return body
         rep_tok, expr = rest[0], (rest[1] if len(rest) > 1 else None)
         if rep_tok.type == "REPEAT":
-            count = Num(_int(rep_tok[1:]) if len(rep_tok) > 1 else 1, tok_span(rep_tok))
+            count = Num(_int(rep_tok, rep_tok[1:]) if len(rep_tok) > 1 else 1, tok_span(rep_tok))
             return Repeat(body, count, _span_of([body, rep_tok]))
         return Repeat(body, expr, _span_of([body, rep_tok, expr]))
 
@@ -253,12 +263,25 @@ class _ToAst:
 
     def layer(self, c):
         word, lead, size, stride, opts = c
-        opts = opts or ()
-        return Layer(str(word), lead, size, stride, opts, _span_of([word, lead, size, stride, *opts]),
+        return Layer(str(word), lead, size, stride, opts or (), _span_of([word, lead, size, stride, opts]),
                      tok_span(word))
 
+    def packed_layer(self, c):
+        tok, stride, opts = c
+        text, line, col, pos = str(tok), tok.line, tok.column, tok.start_pos
+        digits = next(i for i, ch in enumerate(text) if ch.isdigit())
+        dash = text.index("-", digits)
+
+        def part(start, end):
+            return Span(line, col + start, line, col + end, pos + start, pos + end)
+
+        lead_span, size_span = part(digits, dash), part(dash + 1, len(text))
+        lead = Num(_int(tok, text[digits:dash], lead_span), lead_span)
+        size = Num(_int(tok, text[dash + 1:], size_span), size_span)
+        return Layer(text[:digits], lead, size, stride, opts or (), _span_of([tok, stride, opts]), part(0, digits))
+
     def options(self, c):
-        return tuple(o for o in c if o is not None)
+        return Options((o for o in c[1:-1] if isinstance(o, Option)), _span_of([c[0], c[-1]]))
 
     def option(self, c):
         return Option(str(c[0]).lower(), c[1], _span_of(c))
@@ -348,7 +371,7 @@ def _parser():
 _FRIENDLY = {
     "WORD": "a name", "INT": "a number", "FLOAT": "a number", "DIMS": "dimensions like 32x32x3",
     "REPEAT": "a repeat like x2", "XBRACE": "'x{'", "LABEL": "a label like 'head:'",
-    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "LAYER": "a layer like conv3-64", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
     "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
     "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
     "INPUT": "'input'", "ACTIVATION": "'activation'", "AUGMENT": "'augment'", "BLOCK": "'block'", "RES": "'res'",

@@ -123,6 +123,25 @@ def test_spans_point_into_the_source():
     assert (span.line, span.column) == (2, 11) and text[span.start:span.end] == "maxpool"
 
 
+@pytest.mark.parametrize("layer, word, lead, size", [
+    ("conv3-64", "conv", "3", "64"), ("Conv11-96/4", "Conv", "11", "96"), ("conv3-64x2", "conv", "3", "64x2"),
+    ("conv1x7-64", "conv", "1x7", "64"), ("FC-4096", "FC", None, "4096"), ("conv3-c", "conv", "3", "c"),
+    ("conv5-{2*c}", "conv", "5", "2*c"), ("lrn5-2.5", "lrn", "5", "2.5")])
+def test_layer_parts_have_their_own_spans(layer, word, lead, size):
+    # whichever way the lexer splits a layer, each part's span slices back to its text, on any line and column
+    text = f"input 8x8x1\n# a comment\nblock b(c=4) = conv1-c +  {layer}[bias] + maxpool\nb(4)"
+    spec = cnndsl.parse(text)
+    node = spec.statements[1].body.items[1]
+    assert text[node.word_span.start:node.word_span.end] == word and node.word == word
+    assert (node.word_span.line, node.word_span.column) == (3, text.splitlines()[2].index(layer) + 1)
+    got_lead = None if node.lead is None else text[node.lead.span.start:node.lead.span.end]
+    assert got_lead == lead and text[node.size.span.start:node.size.span.end] == size
+    assert text[node.span.start:node.span.end] == layer + "[bias]"
+    for part in (node.word_span, node.size.span, node.span):
+        line_start = text.rfind("\n", 0, part.start) + 1
+        assert part.line == 3 and part.column == part.start - line_start + 1
+
+
 def test_ir_is_immutable_and_topological():
     g = cnndsl.compile("input 8x8x1\nres(conv3-4 + conv3-4, conv1-4) | fc2")
     with pytest.raises(TypeError):
