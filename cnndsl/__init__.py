@@ -64,7 +64,6 @@ def compile(spec: Union[str, Path], *, input_shape: Optional[tuple[int, int, int
         raise e.attach(text, filename) from None
 
 
-@gc_paused
 def analyze(graph: Union[Graph, str, Path], *, batch: int = 1, dtype: str = "float32") -> Report:
     """Run every analysis pass over a graph (or spec text/path) and return the report."""
     if not isinstance(graph, Graph):

@@ -12,6 +12,7 @@ from .ops import OPS
 class Report:
     """Per-layer rows, totals and warnings for one graph; `to_dict()` is the JSON schema."""
 
+    @gc_paused
     def __init__(self, graph: Graph, batch: int = 1, dtype: str = "float32"):
         if dtype not in passes.DTYPE_BYTES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(passes.DTYPE_BYTES)}")

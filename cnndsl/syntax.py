@@ -192,6 +192,9 @@ def _dims(tok) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+_PACKED = re.compile(r"([a-z_]+)(\d+)-(\d+)", re.IGNORECASE)    # the LAYER terminal's parts
+
+
 class _ToAst:
     """Callbacks run by the LALR parser on each reduction (no recursion over the tree)."""
 
@@ -268,17 +271,15 @@ class _ToAst:
 
     def packed_layer(self, c):
         tok, stride, opts = c
-        text, line, col, pos = str(tok), tok.line, tok.column, tok.start_pos
-        digits = next(i for i, ch in enumerate(text) if ch.isdigit())
-        dash = text.index("-", digits)
-
-        def part(start, end):
-            return Span(line, col + start, line, col + end, pos + start, pos + end)
-
-        lead_span, size_span = part(digits, dash), part(dash + 1, len(text))
-        lead = Num(_int(tok, text[digits:dash], lead_span), lead_span)
-        size = Num(_int(tok, text[dash + 1:], size_span), size_span)
-        return Layer(text[:digits], lead, size, stride, opts or (), _span_of([tok, stride, opts]), part(0, digits))
+        m = _PACKED.match(tok)
+        line, col, pos = tok.line, tok.column - 1, tok.start_pos
+        word_end, lead_end, size_start = m.end(1), m.end(2), m.start(3)
+        word_span = Span(line, col + 1, line, col + 1 + word_end, pos, pos + word_end)
+        lead_span = Span(line, col + 1 + word_end, line, col + 1 + lead_end, pos + word_end, pos + lead_end)
+        size_span = Span(line, col + 1 + size_start, line, tok.end_column, pos + size_start, tok.end_pos)
+        lead = Num(_int(tok, m.group(2), lead_span), lead_span)
+        size = Num(_int(tok, m.group(3), size_span), size_span)
+        return Layer(m.group(1), lead, size, stride, opts or (), _span_of([tok, stride, opts]), word_span)
 
     def options(self, c):
         return Options((o for o in c[1:-1] if isinstance(o, Option)), _span_of([c[0], c[-1]]))
