@@ -97,6 +97,9 @@ def make_node(name: str, op: str, inputs: tuple[str, ...], attrs: dict, shape: t
     return Node(name, op, inputs, MappingProxyType(attrs), shape, stage, span, label)
 
 
+_INT = {int}
+
+
 def verify(graph: Graph) -> Graph:
     """Check the IR's invariants; a failure is a bug in cnndsl (InternalError), not a user error."""
     nodes = graph.nodes
@@ -125,7 +128,7 @@ def verify(graph: Graph) -> Graph:
                 raise InternalError(f"node {n.name!r}: {e.message}") from None
             if tuple(expect) != n.shape:
                 raise InternalError(f"node {n.name!r} records shape {n.shape}, its rule gives {expect}")
-        if any((not isinstance(d, int)) or d < 1 for d in n.shape):
+        if not n.shape or set(map(type, n.shape)) != _INT or min(n.shape) < 1:
             raise InternalError(f"node {n.name!r} has a bad shape {n.shape}")
         shapes[n.name] = n.shape
     dead = [n.name for n in nodes[:-1] if n.name not in used]

@@ -64,7 +64,7 @@ class _Lowering:
         self.input_override = input_shape
         self.settings: dict[str, Any] = {}
         self.spellings: dict[int, tuple] = {}    # id(Layer) -> (builder, layer, word)
-        self.built: dict[tuple, tuple] = {}      # layer arguments + input shape -> (op, attrs)
+        self.built: dict[tuple, list] = {}       # layer arguments + input shape -> [op, attrs, output shape]
 
     # ------------------------------------------------------------ errors --
     def error(self, cls, message: str, span: Optional[Span], hint: Optional[str] = None) -> CnnDslError:
@@ -219,7 +219,7 @@ class _Lowering:
             except OpError as e:
                 raise self.op_error(e, node, span) from None
             if key is not None:
-                self.built[key] = op, dict(attrs)
+                cached = self.built[key] = [op, dict(attrs), None]    # the output shape is filled in below
         else:
             op, attrs = cached[0], dict(cached[1])
         p = cur.pending
@@ -248,7 +248,11 @@ class _Lowering:
         if weight:
             attrs["bias_default"] = not (args.options and
                                          any(normalize_word(k) in ("bias", "nobias") for k in args.options))
-        shape = self.shape_of(op, attrs, [in_shape], node, span)
+        shape = cached[2] if cached is not None else None
+        if shape is None:     # same layer arguments and input shape as a layer already lowered: same output
+            shape = self.shape_of(op, attrs, [in_shape], node, span)
+            if cached is not None:
+                cached[2] = shape
         name = self.fresh(OPS[op].kind, label, label_span)
         self.emit(name, op, (cur.node,), attrs, shape, span, label=label)
         if weight and self.act[0] != NO_ACTIVATION:

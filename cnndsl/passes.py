@@ -54,20 +54,28 @@ def activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[s
     return {n.name: prod(n.shape) * batch * size for n in g.nodes}
 
 
-def peak_activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32") -> int:
-    """Inference peak: outputs live from their producer to their last consumer, walked in order."""
-    sizes = activation_bytes(g, batch, dtype)
+def peak_activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32",
+                          sizes: dict[str, int] | None = None) -> int:
+    """Inference peak: outputs live from their producer to their last consumer, walked in order.
+
+    `sizes` is activation_bytes(g, batch, dtype) when the caller already has it.
+    """
+    sizes = sizes or activation_bytes(g, batch, dtype)
+    nodes = g.nodes
     last_use = {}
-    for i, n in enumerate(g.nodes):
+    for i, n in enumerate(nodes):
         for src in n.inputs:
             last_use[src] = i
+    freed: list[list[str]] = [[] for _ in nodes]
+    for src, i in last_use.items():
+        freed[i].append(src)
     live = peak = 0
-    for i, n in enumerate(g.nodes):
+    for n, done in zip(nodes, freed):
         live += sizes[n.name]
-        peak = max(peak, live)
-        for src in set(n.inputs):
-            if last_use[src] == i:
-                live -= sizes[src]
+        if live > peak:
+            peak = live
+        for src in done:
+            live -= sizes[src]
     return peak
 
 

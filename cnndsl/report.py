@@ -37,7 +37,7 @@ class Report:
             "weight_layers": sum(1 for n in graph.nodes if OPS[n.op].weight),
             "weight_bytes": (total_params + total_buffers) * size,
             "activation_bytes": sum(self.activations.values()),
-            "peak_activation_bytes": passes.peak_activation_bytes(graph, batch, dtype),
+            "peak_activation_bytes": passes.peak_activation_bytes(graph, sizes=self.activations),
         }
 
     def layer(self, name: str) -> dict[str, Any]:
