@@ -11,7 +11,8 @@ from .ops import OPS, OpError, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
-             "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (before AveragePool)")
+             "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (before AveragePool), "
+             "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it)")
 
 
 class ImportError_(CnnDslError):
@@ -46,6 +47,11 @@ class _Importer:
         self.shape: dict[str, tuple] = {}
         self.names: set[str] = set()
         self.pads: dict[str, tuple] = {}       # ONNX Pad outputs waiting for their AveragePool
+        # uneven adaptive pooling, as emitted by cnndsl: Slice -> ReduceMean/Max per band, Concat the bands,
+        # first along the rows, then along the columns; these hold the pieces until the last Concat
+        self.slices: dict[str, tuple] = {}     # Slice output -> (source, axis, start, end)
+        self.bands: dict[str, tuple] = {}      # Reduce output -> (kind, source, axis, start, end)
+        self.rows_pooled: dict[str, tuple] = {}  # row Concat output -> (kind, IR source, output rows)
         self.input_shape = input_shape
 
     def fail(self, message: str, hint: Optional[str] = None):
@@ -56,8 +62,9 @@ class _Importer:
             return self.alias[value]
         raise self.fail(f"value '{value}' is not produced by a supported node")
 
-    def add(self, onnx_node, op: str, inputs: list[str], attrs: dict, output: Optional[str] = None) -> str:
-        name = (onnx_node.name or onnx_node.output[0]).strip("/").replace("/", ".") or op
+    def add(self, onnx_node, op: str, inputs: list[str], attrs: dict, output: Optional[str] = None,
+            name: Optional[str] = None) -> str:
+        name = (name or onnx_node.name or onnx_node.output[0]).strip("/").replace("/", ".") or op
         base, i = name, 1
         while name in self.names:
             i += 1
@@ -203,6 +210,8 @@ class _Importer:
 
     def n_Concat(self, node):
         axis = _attrs(node).get("axis")
+        if node.input and all(i in self.bands for i in node.input):
+            return self._band_concat(node, axis)
         if axis not in (1, -3):
             raise self.fail(f"Concat '{node.name}' joins on axis {axis}; cnndsl concatenates channels (axis 1)")
         self.add(node, "concat", [self.src(i) for i in node.input], {})
@@ -301,6 +310,69 @@ class _Importer:
     n_HardSwish = _act(None, "hardswish")
     n_Elu = _act(None, "elu", alpha=lambda a: float(a.get("alpha", 1.0)))
     n_LeakyRelu = _act(None, "leakyrelu", slope=lambda a: float(a.get("alpha", 0.01)))
+
+    # ------------------------------------------ uneven adaptive pooling --
+    def _axis(self, node, value: int) -> int:
+        if value not in (2, 3, -2, -1):
+            raise self.fail(f"{node.op_type} '{node.name}' works on axis {value}; cnndsl imports it only as "
+                            "part of adaptive pooling over height or width")
+        return value % 4
+
+    def n_Slice(self, node):
+        data = node.input[0]
+        if data not in self.alias and data not in self.rows_pooled:
+            self.src(data)
+        starts, ends = (self.weight(node, i) for i in (1, 2))
+        axes = self.weight(node, 3) if len(node.input) > 3 and node.input[3] else None
+        steps = self.weight(node, 4) if len(node.input) > 4 and node.input[4] else None
+        if starts is None or ends is None or axes is None or len(starts) != 1 or len(axes) != 1 or \
+                (steps is not None and list(steps) != [1]):
+            raise self.fail(f"Slice '{node.name}' is not one band of an adaptive pooling",
+                            "cnndsl imports Slice only in the pattern its own exporter writes for adaptive pooling")
+        self.slices[node.output[0]] = (data, self._axis(node, int(axes[0])), int(starts[0]), int(ends[0]))
+
+    def _reduce(self, node, kind):
+        piece = self.slices.get(node.input[0])
+        a = _attrs(node)
+        axes = self.weight(node, 1) if len(node.input) > 1 and node.input[1] else a.get("axes")
+        if piece is None or axes is None or len(axes) != 1 or not a.get("keepdims", 1):
+            raise self.fail(f"unsupported ONNX op {node.op_type} (node '{node.name}') outside adaptive pooling",
+                            f"cnndsl imports: {SUPPORTED}")
+        data, axis, start, end = piece
+        if self._axis(node, int(axes[0])) != axis:
+            raise self.fail(f"{node.op_type} '{node.name}' reduces another axis than its Slice")
+        self.bands[node.output[0]] = (kind, data, axis, start, end)
+
+    def n_ReduceMean(self, node):
+        self._reduce(node, "avg")
+
+    def n_ReduceMax(self, node):
+        self._reduce(node, "max")
+
+    def _band_concat(self, node, axis):
+        bands = [self.bands.pop(i) for i in node.input]
+        kinds, sources, axes = ({b[i] for b in bands} for i in range(3))
+        if len(kinds) != 1 or len(sources) != 1 or axes != {axis % 4 if axis is not None else -1}:
+            raise self.fail(f"Concat '{node.name}' joins bands that are not one adaptive pooling")
+        kind, data, axis = bands[0][0], bands[0][1], bands[0][2]
+        if axis == 2:
+            src = self.src(data)
+            size = self.shape[src][1]
+        else:
+            pooled = self.rows_pooled.pop(data, None)
+            if pooled is None or pooled[0] != kind:
+                raise self.fail(f"Concat '{node.name}' pools columns without pooling rows first")
+            src = pooled[1]
+            size = self.shape[src][2]
+        count = len(bands)
+        if [(b[3], b[4]) for b in bands] != [((i * size) // count, -(-((i + 1) * size) // count))
+                                             for i in range(count)]:
+            raise self.fail(f"Concat '{node.name}' joins bands that are not PyTorch's adaptive pooling windows")
+        if axis == 2:
+            self.rows_pooled[node.output[0]] = (kind, src, count)
+        else:
+            # named after the value it makes: the pooling's own name, not its last Concat's
+            self.add(node, f"adaptive_{kind}pool", [src], {"output": (pooled[2], count)}, name=node.output[0])
 
     def n_Clip(self, node):
         a = _attrs(node)

@@ -16,7 +16,7 @@ GAP = "  "
 
 
 def _human(n: float) -> str:
-    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+    for factor, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= factor:
             return f"{n / factor:.2f}{suffix}"
     return f"{n:g}"

@@ -371,8 +371,8 @@ def _parser():
 
 _FRIENDLY = {
     "WORD": "a name", "INT": "a number", "FLOAT": "a number", "DIMS": "dimensions like 32x32x3",
-    "REPEAT": "a repeat like x2", "XBRACE": "'x{'", "LABEL": "a label like 'head:'",
-    "LAYER": "a layer like conv3-64", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "REPEAT": "a repeat like x2", "XBRACE": "'x{'", "LABEL": "a label like 'head:'", "LAYER": "a layer like conv3-64",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
     "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
     "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
     "INPUT": "'input'", "ACTIVATION": "'activation'", "AUGMENT": "'augment'", "BLOCK": "'block'", "RES": "'res'",

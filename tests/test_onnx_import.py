@@ -35,6 +35,29 @@ def test_round_trip_spec_onnx_import(path):
     assert all(graph[name].op.startswith("adaptive") for name in lost)   # emitted as Identity (a no-op here)
 
 
+@pytest.mark.parametrize("opset", [13, 18])     # ReduceMean/ReduceMax take their axes as an attribute, then an input
+def test_uneven_adaptive_pooling_round_trips(opset):
+    # 13x11 -> 5x3 (avg) and 13x11 -> 6x4 (max) have overlapping, uneven windows: the emitter writes
+    # Slice/Reduce/Concat bands, and the importer reads them back as the adaptive pooling they are
+    graph = cnndsl.compile("input 13x11x3\nconv3-8 + adaptiveavgpool5x3 + conv1-8 + adaptive_maxpool(4) | fc4")
+    back = import_onnx(to_onnx(graph, opset=opset))
+    pools = [(n.name, n.op, n.attrs["output"], n.shape) for n in back.nodes if n.op.startswith("adaptive")]
+    assert pools == [(n.name, n.op, n.attrs["output"], n.shape) for n in graph.nodes if n.op.startswith("adaptive")]
+    a, b = cnndsl.analyze(graph), cnndsl.analyze(back)
+    assert [n.name for n in back.nodes] == [n.name for n in graph.nodes]
+    assert all(a.rf[n.name] == b.rf[n.name] for n in back.nodes) and a.totals == b.totals
+
+
+def test_a_stray_slice_is_a_clear_error():
+    from onnx import TensorProto, helper
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("s", 0), ("e", 2), ("a", 1))]
+    g = helper.make_graph([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="cut")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], inits)
+    with pytest.raises(cnndsl.CnnDslError, match="Slice 'cut' works on axis 1"):
+        import_onnx(helper.make_model(g))
+
+
 @pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50", "googlenet"])
 def test_torchvision_exports_analyze_to_torchvision_figures(tmp_path, name):
     ctor, kwargs = TORCHVISION[name]
