@@ -18,6 +18,7 @@ TORCHVISION = {
     "resnet18": ("resnet18", {}), "resnet34": ("resnet34", {}), "resnet50": ("resnet50", {}),
     "resnet101": ("resnet101", {}), "resnet152": ("resnet152", {}),
     "googlenet": ("googlenet", {"aux_logits": False, "init_weights": False}),
+    "mobilenet_v2": ("mobilenet_v2", {}),
 }
 
 

@@ -54,6 +54,7 @@ def test_params_macs_and_structure_match_torchvision(name):
 WEIGHTS_META = {  # torchvision's published metadata, read from the installed package (no download)
     "alexnet": "AlexNet_Weights", "vgg16": "VGG16_Weights", "vgg19_bn": "VGG19_BN_Weights",
     "resnet50": "ResNet50_Weights", "resnet152": "ResNet152_Weights", "googlenet": "GoogLeNet_Weights",
+    "mobilenet_v2": "MobileNet_V2_Weights",
 }
 
 

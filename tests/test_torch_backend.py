@@ -34,7 +34,7 @@ def test_eval_outputs_match_torchvision(name):
     assert diff <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg11_bn", "resnet18", "resnet50", "googlenet"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg11_bn", "resnet18", "resnet50", "googlenet", "mobilenet_v2"])
 def test_train_mode_gradients_match_torchvision(name):
     ours, theirs = pair(name)
     ours.train(), theirs.train()
