@@ -58,7 +58,7 @@ def test_a_stray_slice_is_a_clear_error():
         import_onnx(helper.make_model(g))
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50", "googlenet"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50", "googlenet", "mobilenet_v2"])
 def test_torchvision_exports_analyze_to_torchvision_figures(tmp_path, name):
     ctor, kwargs = TORCHVISION[name]
     model = torchvision.models.get_model(ctor, weights=None, **kwargs).eval()
