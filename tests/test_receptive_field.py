@@ -11,8 +11,9 @@ nn = torch.nn
 
 
 def positive_model(graph, nodes):
-    """The spec's torch model with every weight positive and max-pools as average pools (same windows),
-    so no gradient path cancels or is cut: a pixel influences an output exactly when it lies in its field."""
+    """The spec's torch model with every weight positive, max-pools as average pools (same windows) and
+    ReLU6 as ReLU (a residual stack of positive values passes 6), so no gradient path cancels or is cut:
+    a pixel influences an output exactly when it lies in its field."""
     model = cnndsl.to_torch(graph, return_nodes=nodes).double().eval()
 
     def swap(parent):
@@ -21,6 +22,8 @@ def positive_model(graph, nodes):
                 setattr(parent, key, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
             elif isinstance(child, nn.AdaptiveMaxPool2d):
                 setattr(parent, key, nn.AdaptiveAvgPool2d(child.output_size))
+            elif isinstance(child, nn.ReLU6):
+                setattr(parent, key, nn.ReLU())
             else:
                 swap(child)
     swap(model)
@@ -88,6 +91,12 @@ def test_concat_inception_and_ceil_pools():
     g = cnndsl.compile(spec_path("googlenet"), input_shape=(96, 96, 3))
     cats = names(g, "concat")
     check(g, [(cats[0], (5, 6)), (cats[2], (2, 3))])
+
+
+def test_depthwise_and_linear_bottlenecks_mobilenet_v2():
+    g = cnndsl.compile(spec_path("mobilenet_v2"), input_shape=(96, 96, 3))
+    adds, convs = names(g, "add"), names(g, "conv")
+    check(g, [(adds[0], (10, 13)), (adds[4], (5, 3)), (convs[-1], (1, 2))])
 
 
 def test_dilation_strides_and_rectangular_kernels():
