@@ -50,6 +50,8 @@ class Cursor(NamedTuple):
 
 
 class _Lowering:
+    replay_calls = True    # reuse a block call's nodes for a later call with the same key (see replay)
+
     def __init__(self, spec: A.Spec, input_shape: Optional[tuple[int, int, int]]):
         self.nodes: list[list] = []          # [name, op, inputs, attrs, shape, stage, span, label]
         self.names: set[str] = set()
@@ -65,6 +67,7 @@ class _Lowering:
         self.settings: dict[str, Any] = {}
         self.spellings: dict[int, tuple] = {}    # id(Layer) -> (builder, layer, word)
         self.built: dict[tuple, list] = {}       # layer arguments + input shape -> [op, attrs, output shape]
+        self.calls_done: dict[tuple, tuple] = {}  # block, arguments, input shape -> the nodes it lowered to
 
     # ------------------------------------------------------------ errors --
     def error(self, cls, message: str, span: Optional[Span], hint: Optional[str] = None) -> CnnDslError:
@@ -284,11 +287,21 @@ class _Lowering:
             raise self.error(LimitError, f"blocks nested more than {limits.MAX_CALL_DEPTH} calls deep", node.span)
         env = self.bind(block, node)
         scope_name = self.fresh(node.name, label, node.span)
+        key = None
+        if cur.pending is None and self.replay_calls:   # nothing owed to what came before: the key decides all
+            try:
+                key = (id(block), tuple(env.items()), cur.shape)
+                recorded = self.calls_done.get(key)
+            except TypeError:        # an unhashable argument value: lower it afresh
+                key, recorded = None, None
+            if recorded is not None:
+                return self.replay(recorded, scope_name, cur)
         outer_env, outer_scope = self.env, self.enter(scope_name[len(self.scope.prefix):])
         self.names.add(scope_name)
         self.env = env
         self.calls.append((node.name, node.span))
         saved_suffix, self.label_suffix = self.label_suffix, ""
+        first, entry = len(self.nodes), cur
         try:
             body = block.body
             if isinstance(body, A.Res):           # a block that is one residual unit needs no inner scope
@@ -300,7 +313,28 @@ class _Lowering:
         finally:
             self.env, self.scope, self.label_suffix = outer_env, outer_scope, saved_suffix
             self.calls.pop()
+        if key is not None and cur.pending is None:
+            rows = [[r[0], r[1], r[2], dict(r[3]), r[4], r[6], r[7]] for r in self.nodes[first:]]
+            self.calls_done[key] = (scope_name + ".", entry.node, rows, cur)
         return cur
+
+    def replay(self, recorded, scope_name: str, cur: Cursor) -> Cursor:
+        """Emit a call's nodes again under a new scope name: what lowering the same call would emit.
+
+        A call with the same block, arguments and input shape, entered with no activation pending and
+        left with none, lowers to the same nodes up to their scope prefix (ResNet-152 calls its
+        bottleneck 50 times with 7 distinct keys); replaying them skips evaluating and building each layer.
+        """
+        prefix, entry, rows, out = recorded
+        new_prefix, cut = scope_name + ".", len(prefix)
+        self.names.add(scope_name)
+
+        def rename(name: str) -> str:
+            return cur.node if name == entry else new_prefix + name[cut:]
+        for name, op, inputs, attrs, shape, span, label in rows:
+            self.emit(new_prefix + name[cut:], op, tuple(rename(i) for i in inputs), dict(attrs), shape, span,
+                      label=label)
+        return Cursor(rename(out.node), out.shape, None)
 
     def bind(self, block: A.BlockDef, node: A.Call) -> dict:
         sig = ", ".join(p.name if p.default is None else f"{p.name}={'...'}" for p in block.params)

@@ -175,3 +175,28 @@ def test_format_round_trip_generated(text):
 def test_input_override():
     g = cnndsl.compile("conv3-8/2 | gap | fc4", input_shape=(64, 48, 1))
     assert g.input_shape == (1, 64, 48) and g["conv1"].shape == (8, 32, 24)
+
+
+REPLAYED = [
+    "input 32x32x3\nblock b(c, s=1) = res(conv3-c/s bn + conv3-c bn)\n"
+    "stem: conv3-16 bn | b(16) x3 | b(32, 2) + b(32) x2 | down: b(64, 2) + tail: b(64) | gap | fc10",
+    "input 32x32x3\nblock inner(c) = res(conv1-c bn + conv3-c bn + conv1-{4*c} bn)\n"
+    "block outer(c) = inner(c) + inner(c) + head: conv1-{c} bn\nouter(8) x2 | mid: outer(8) | outer(16) | gap | fc5",
+    "input 28x28x1\nblock inc(a, b, c) = cat(conv1-a, conv1-b + conv3-{b*2}, maxpool3/1[pad=1] + conv1-c)\n"
+    "inc(4, 4, 4) x2 | inc(4, 4, 4) + maxpool | inc(8, 2, 2) x2 | gap | fc3",
+    "input 32x32x3\nblock lab(c) = first: conv3-c bn + second: conv3-c + proj: conv1-c none\n"
+    "lab(8) x3 | named: lab(8) | lab(8) + lab(4) | fc2",
+    "input 16x16x3\nblock a(c) = add(conv3-c bn, conv1-c bn)\na(8) x3 | a(8) + a(16) + a(16) | fc2",
+    "input 64x64x3\nblock t(c) = conv3-c bn\nt(8) + bn + t(8) x2 | t(8) | t(16) x2 + bn | fc2",
+]
+
+
+@pytest.mark.parametrize("text", REPLAYED + [p.read_text() for p in SPECS if "block" in p.read_text()])
+def test_replayed_block_calls_equal_lowering_them_again(text, monkeypatch):
+    # the reference: every call lowered from its syntax tree; names, spans, labels, stages and attributes
+    replayed = cnndsl.compile(text)
+    monkeypatch.setattr("cnndsl.lower._Lowering.replay_calls", False)
+    fresh = cnndsl.compile(text)
+    assert replayed.dump() == fresh.dump()
+    assert [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in replayed.nodes] == \
+        [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in fresh.nodes]
