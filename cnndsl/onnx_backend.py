@@ -8,7 +8,7 @@ import numpy as np
 from .errors import CnnDslError
 from .ir import Graph, Node
 from .names import module_paths
-from .ops import sliding_window
+from .ops import adaptive_window, sliding_window
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -132,7 +132,7 @@ class _Emitter:
         for axis, (size, count) in ((2, (grid[0], out[0])), (3, (grid[1], out[1]))):
             pieces = []
             for i in range(count):
-                start, end = (i * size) // count, -(-((i + 1) * size) // count)
+                start, end = adaptive_window(i, size, count)
                 tag = f"{n.name}.a{axis}_{i}"
                 piece = self.op("Slice", [value, self.ints(f"{tag}.start", [start]), self.ints(f"{tag}.end", [end]),
                                           self.ints(f"{tag}.axis", [axis])], f"{tag}.slice", f"{tag}.slice")

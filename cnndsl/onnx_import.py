@@ -7,7 +7,7 @@ import numpy as np
 
 from .errors import CnnDslError
 from .ir import Graph, make_node, verify
-from .ops import OPS, OpError, pool_out
+from .ops import OPS, OpError, adaptive_window, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
@@ -365,8 +365,7 @@ class _Importer:
             src = pooled[1]
             size = self.shape[src][2]
         count = len(bands)
-        if [(b[3], b[4]) for b in bands] != [((i * size) // count, -(-((i + 1) * size) // count))
-                                             for i in range(count)]:
+        if [(b[3], b[4]) for b in bands] != [adaptive_window(i, size, count) for i in range(count)]:
             raise self.fail(f"Concat '{node.name}' joins bands that are not PyTorch's adaptive pooling windows")
         if axis == 2:
             self.rows_pooled[node.output[0]] = (kind, src, count)

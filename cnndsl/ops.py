@@ -369,6 +369,11 @@ class Pool(Op):
         return text + (f" [{', '.join(extras)}]" if extras else "")
 
 
+def adaptive_window(i: int, size: int, count: int) -> tuple[int, int]:
+    """PyTorch's i-th adaptive pooling window over `size` cells for `count` outputs: [start, end)."""
+    return (i * size) // count, -(-((i + 1) * size) // count)
+
+
 class AdaptivePool(Op):
     """Adaptive (and, with output 1x1, global) average or max pooling."""
 
@@ -398,7 +403,7 @@ class AdaptivePool(Op):
             return GLOBAL
         win = []
         for n, o in zip(ins[0][1:], a["output"]):
-            k = max(-(-((i + 1) * n) // o) - (i * n) // o for i in range(min(o, 4096)))
+            k = max(end - start for start, end in (adaptive_window(i, n, o) for i in range(min(o, 4096))))
             win.append((k, max(1, n // o), 0))
         return tuple(win)
 
