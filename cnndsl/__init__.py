@@ -27,9 +27,22 @@ def decode_spec(data: bytes, filename: str = "<spec>") -> str:
         raise err.attach(text, filename) from None
 
 
+def read_bounded(stream, filename: str) -> bytes:
+    """At most the bytes a spec may have (4 per character), refusing a larger file without reading it all."""
+    from . import limits
+    most = 4 * limits.MAX_SOURCE_CHARS
+    data = stream.read(most + 1)
+    if len(data) > most:
+        err = LimitError(f"the spec is larger than {most:,} bytes", None,
+                         f"specs may be at most {limits.MAX_SOURCE_CHARS:,} characters")
+        raise err.attach(None, filename)
+    return data
+
+
 def read_spec(path: Union[str, Path]) -> str:
-    """Read a spec file as UTF-8 text (see decode_spec)."""
-    return decode_spec(Path(path).read_bytes(), str(path))
+    """Read a spec file as UTF-8 text (see decode_spec); a file too large for a spec is refused unread."""
+    with open(path, "rb") as f:
+        return decode_spec(read_bounded(f, str(path)), str(path))
 
 
 @gc_paused

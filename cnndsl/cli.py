@@ -8,9 +8,35 @@ from typing import Optional
 import click
 
 from .errors import CnnDslError
+from .names import printable
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL = 70
+
+
+class OutputError(CnnDslError):
+    """An output file cannot be written (no space, no permission, not a folder)."""
+
+    kind = "output error"
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number within [low, high] (NaN, inf and out-of-range values are usage errors)."""
+
+    name = "number"
+
+    def __init__(self, low: float = -1e9, high: float = 1e9):
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):
+        import math
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not a finite number in [{self.low:g}, {self.high:g}]", param, ctx)
+        return number
 
 
 def _input_shape(value: Optional[str]):
@@ -28,15 +54,19 @@ def _load(path: str, input_shape=None):
     if path.lower().endswith(".onnx"):   # analyze a model cnndsl did not write
         from .onnx_import import import_onnx
         return import_onnx(path, input_shape)
+    text, filename = _read_text(path)
+    return cnndsl.compile(text, input_shape=input_shape, filename=filename)
+
+
+def _read_text(path: str) -> tuple[str, str]:
+    """A spec's text and the name diagnostics use; '-' is standard input. Size-checked before reading."""
+    import cnndsl
     if path == "-":
-        text = cnndsl.decode_spec(sys.stdin.buffer.read(), "<stdin>")
-        return cnndsl.compile(text, input_shape=input_shape, filename="<stdin>")
-    from pathlib import Path
+        return cnndsl.decode_spec(cnndsl.read_bounded(sys.stdin.buffer, "<stdin>"), "<stdin>"), "<stdin>"
     try:
-        text = cnndsl.read_spec(path)
-    except (OSError, IsADirectoryError) as e:
-        raise click.FileError(path, hint=e.strerror or str(e)) from None
-    return cnndsl.compile(text, input_shape=input_shape, filename=path)
+        return cnndsl.read_spec(path), path
+    except OSError as e:
+        raise click.FileError(printable(path), hint=e.strerror or str(e)) from None
 
 
 def _guard(fn):
@@ -69,7 +99,7 @@ def _guard(fn):
             click.echo("error: out of memory while processing the input", err=True)
             sys.exit(EXIT_INPUT_ERROR)
         except Exception as e:  # a bug in cnndsl: say so plainly
-            click.echo(f"internal error: {type(e).__name__}: {e}\n"
+            click.echo(f"internal error: {type(e).__name__}: {printable(str(e), 300)}\n"
                        "this is a bug in cnndsl; please report it with the spec that caused it", err=True)
             sys.exit(EXIT_INTERNAL)
     return run
@@ -113,7 +143,7 @@ def check(spec, input_shape):
     """Parse and verify SPEC only; exit 0 when it is a valid network."""
     graph = _load(spec, _input_shape(input_shape))
     shape = "x".join(map(str, graph.output.shape))
-    click.echo(f"{graph.filename}: ok ({len(graph.nodes) - 1} layers, output {shape})")
+    click.echo(f"{printable(graph.filename)}: ok ({len(graph.nodes) - 1} layers, output {shape})")
 
 
 @main.command("fmt")
@@ -122,8 +152,7 @@ def check(spec, input_shape):
 def fmt(spec):
     """Print SPEC in canonical form (comments are dropped)."""
     import cnndsl
-    text = sys.stdin.read() if spec == "-" else cnndsl.read_spec(spec)
-    name = "<stdin>" if spec == "-" else spec
+    text, name = _read_text(spec)
     click.echo(cnndsl.format_spec(text, name), nl=False)
 
 
@@ -138,8 +167,8 @@ def fmt(spec):
                    "state dict or checkpoint (.pt/.pth/.ckpt, or .npz).")
 @click.option("--class-name", default="Net", show_default=True, help="torch: name of the generated class.")
 @click.option("--logits", is_flag=True, help="Leave out a final softmax (for training with cross-entropy).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights.")
-@click.option("--opset", type=int, default=None, help="onnx: opset version (default 18; 13..21 supported).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed for initial weights.")
+@click.option("--opset", type=click.IntRange(1, 1000), default=None, help="onnx: opset version (default 18; 13..21 supported).")
 @click.option("--fp16", is_flag=True, help="onnx: store weights and run in float16.")
 @click.option("--static-batch", is_flag=True, help="onnx: fix the batch to 1 instead of a dynamic 'N' axis.")
 @click.option("--external-data", is_flag=True, help="onnx: weights in FILE.data (automatic above 2 GB).")
@@ -155,16 +184,18 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
         state = read_state_dict(weights) if weights else None
         model = to_onnx(graph, weights=state, opset=opset or DEFAULT_OPSET, seed=seed, fp16=fp16,
                         dynamic_batch=not static_batch, logits=logits)
-        save(model, output, external_data=True if external_data else None)
+        _guard_output(output, lambda: save(model, output, external_data=True if external_data else None))
         source = "given weights" if weights else f"seeded weights (seed {seed})"
-        click.echo(f"wrote {output} (opset {opset or DEFAULT_OPSET}, {len(model.graph.node)} ONNX nodes, {source})",
+        click.echo(f"wrote {printable(output)} (opset {opset or DEFAULT_OPSET}, {len(model.graph.node)} ONNX nodes, {source})",
                    err=True)
         return
-    if not class_name.isidentifier():
-        raise click.BadParameter(f"{class_name!r} is not a Python identifier", param_hint="--class-name")
-    from .torch_backend import generate_source
+    from .torch_backend import check_class_name, generate_source
+    try:
+        check_class_name(class_name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--class-name") from None
     _write_atomic(output, generate_source(graph, class_name=class_name, logits=logits).encode())
-    message = f"wrote {output} (class {class_name}, {len(graph.nodes) - 1} layers)"
+    message = f"wrote {printable(output)} (class {class_name}, {len(graph.nodes) - 1} layers)"
     if weights:
         import io
 
@@ -176,7 +207,7 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
         _write_atomic(weights, buf.getvalue())
-        message += f" and {weights} ({sum(p.numel() for p in model.parameters()):,} parameters)"
+        message += f" and {printable(weights)} ({sum(p.numel() for p in model.parameters()):,} parameters)"
     click.echo(message, err=True)
 
 
@@ -189,7 +220,7 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
 @click.option("--top-k", type=click.IntRange(1, 1000), default=5, show_default=True, help="Classes to print.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--bench", is_flag=True, help="Report latency and throughput.")
-@click.option("--seconds", type=float, default=2.0, show_default=True, help="How long --bench runs.")
+@click.option("--seconds", type=FiniteFloat(0.01, 3600), default=2.0, show_default=True, help="How long --bench runs.")
 @_guard
 def run_model(model, input_file, batch, output, top_k, provider, bench, seconds):
     """Run an ONNX MODEL with ONNX Runtime (CUDA when available, else CPU)."""
@@ -200,15 +231,26 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds)
     click.echo(f"provider: {used} ({why})", err=True)
     data = None
     if input_file:
+        import os
+        if os.path.getsize(input_file) > onnx_run.MAX_INPUT_BYTES + 4096:
+            raise onnx_run.RunError(f"{printable(input_file)} is larger than the input limit of "
+                                    f"{onnx_run.MAX_INPUT_BYTES:,} bytes")
         try:
             data = np.load(input_file, allow_pickle=False)
         except Exception as e:
-            raise onnx_run.RunError(f"cannot read {input_file}: {str(e)[:200]}", hint="give a .npy array") from None
+            raise onnx_run.RunError(f"cannot read {printable(input_file)}: {printable(str(e), 200)}",
+                                    hint="give a .npy array") from None
+        if not isinstance(data, np.ndarray):
+            data.close()
+            raise onnx_run.RunError(f"{printable(input_file)} is not a .npy array", hint="save it with numpy.save")
     name, data = onnx_run.make_input(session, data, batch)
     result = onnx_run.run(session, name, data)
     if output:
-        np.save(output, result)
-        click.echo(f"wrote {output} ({'x'.join(map(str, result.shape))})", err=True)
+        import io
+        buf = io.BytesIO()
+        np.save(buf, result)
+        _write_atomic(output, buf.getvalue())
+        click.echo(f"wrote {printable(output)} ({'x'.join(map(str, result.shape))})", err=True)
     else:
         for i, row in enumerate(onnx_run.top_k(result, top_k)):
             click.echo(f"[{i}] " + "  ".join(f"{cls}:{score:.4f}" for cls, score in row))
@@ -220,18 +262,20 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds)
 
 def _write_atomic(path: str, data: bytes) -> None:
     """Write via a temporary file and a rename, so a reader never sees half a file."""
-    import os
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".cnndsl-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    from .atomic import atomic_path
+
+    def write():
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _guard_output(path, write)
+
+
+def _guard_output(path: str, write) -> None:
+    """Run `write`; an OSError (disk full, no permission, no such folder) becomes a diagnostic naming the file."""
+    try:
+        write()
+    except OSError as e:
+        raise OutputError(f"cannot write {printable(path)}: {e.strerror or e}") from None
 
 
 @main.command()
@@ -240,13 +284,13 @@ def _write_atomic(path: str, data: bytes) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data files are (else $CNNDSL_DATA, Debian's).")
 @click.option("--epochs", type=click.IntRange(1, 100000), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=128, show_default=True)
-@click.option("--lr", type=float, help="Learning rate (default 0.05 for sgd, 0.001 for adamw).")
+@click.option("--lr", type=FiniteFloat(1e-12, 1e3), help="Learning rate (default 0.05 for sgd, 0.001 for adamw).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--warmup", "warmup_epochs", type=float, default=0.0, show_default=True, help="Warm-up epochs.")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(0, 10), default=5e-4, show_default=True)
+@click.option("--warmup", "warmup_epochs", type=FiniteFloat(0, 1e5), default=0.0, show_default=True, help="Warm-up epochs.")
+@click.option("--label-smoothing", type=FiniteFloat(0, 0.99), default=0.0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", type=click.Choice(["bf16", "fp16", "off"]), default="off", show_default=True)
 @click.option("--channels-last", is_flag=True)
@@ -256,7 +300,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 @click.option("--classes", type=click.IntRange(1, 1 << 20), help="Replace the classifier with this many outputs.")
 @click.option("--freeze", default="", help="Labels or stages to hold constant, comma-separated; 'backbone' = all "
               "but the classifier.")
-@click.option("--backbone-lr", type=float, default=1.0, show_default=True,
+@click.option("--backbone-lr", type=FiniteFloat(0, 1e3), default=1.0, show_default=True,
               help="Learning-rate factor for all but the classifier (fine-tuning: e.g. 0.1).")
 @click.option("--init", type=click.Path(dir_okay=False), help="Start from this checkpoint or state dict.")
 @click.option("--init-torchvision", type=click.Path(dir_okay=False),

@@ -13,6 +13,7 @@ from .ops import adaptive_window, sliding_window
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
 MAX_OPSET = 21          # newest opset checked against ONNX Runtime here
+MAX_BANDS = 256         # uneven adaptive pooling is written as one Slice + Reduce per output row and column
 
 
 class OnnxExportError(CnnDslError):
@@ -30,6 +31,17 @@ class _Emitter:
         self.weights = weights
         self.rng = np.random.default_rng(seed)
         self.nodes, self.inits, self.used = [], [], set()
+        self.taken = {n.name for n in graph.nodes}      # ONNX value names: the IR's, then fresh ones
+        self.current = ""
+
+    def fresh(self, base: str) -> str:
+        """A value name not used before: `base`, else `base~2`, `base~3`... (IR names may be anything)."""
+        name, k = base, 1
+        while name in self.taken:
+            k += 1
+            name = f"{base}~{k}"
+        self.taken.add(name)
+        return name
 
     # ------------------------------------------------------------ weights --
     def tensor(self, node: Node, leaf: str, shape: tuple, init: Callable[[], np.ndarray]) -> str:
@@ -44,20 +56,25 @@ class _Emitter:
                 raise OnnxExportError(f"'{key}' has shape {value.shape}, the spec needs {shape}", node.span)
         else:
             value = init().astype(np.float32)
-        name = f"{node.name}.{leaf}"
+        name = self.fresh(f"{node.name}.{leaf}")
         self.inits.append((name, value.astype(self.dtype, copy=False)))
         return name
 
     def const(self, name: str, value) -> str:
+        name = self.fresh(name)
         self.inits.append((name, np.asarray(value, dtype=self.dtype)))
         return name
 
     def op(self, op_type: str, inputs: list, output: str, name: str, **attrs) -> str:
+        """One ONNX node; an output other than the current IR node's own value gets a fresh name."""
+        if output != self.current:
+            output = self.fresh(output)
         self.nodes.append(self.h.make_node(op_type, inputs, [output], name=name, **attrs))
         return output
 
     # ------------------------------------------------------------- emitters --
     def emit(self, n: Node, ins: list[str], in_shapes: list[tuple]) -> None:
+        self.current = n.name
         getattr(self, "e_" + n.op)(n, ins, in_shapes)
 
     def e_conv(self, n, ins, shapes):
@@ -127,6 +144,11 @@ class _Emitter:
                            kernel_shape=k, strides=k)
         # Uneven windows: adaptive pooling is separable, so pool the rows of each output row band, then the
         # columns of each output column band (PyTorch's windows: floor(i*n/o) .. ceil((i+1)*n/o)).
+        if out[0] + out[1] > MAX_BANDS:
+            raise OnnxExportError(f"adaptive pooling to {out[0]}x{out[1]} from {grid[0]}x{grid[1]} has uneven windows; "
+                                  f"ONNX needs a Slice and a Reduce per output row and column, and cnndsl writes at "
+                                  f"most {MAX_BANDS} of them", n.span,
+                                  "choose an output size that divides the input, or pool to fewer cells")
         reduce = "ReduceMean" if kind == "Average" else "ReduceMax"
         value = ins[0]
         for axis, (size, count) in ((2, (grid[0], out[0])), (3, (grid[1], out[1]))):
@@ -141,6 +163,7 @@ class _Emitter:
                             axis=axis)
 
     def ints(self, name: str, values: list[int]) -> str:
+        name = self.fresh(name)
         self.inits.append((name, np.asarray(values, dtype=np.int64)))
         return name
 
@@ -275,15 +298,27 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
 
 
 def save(model, path: str, external_data: Optional[bool] = None) -> None:
-    """Save a model; weights go to an external `<file>.data` when asked or when the model passes 2 GB."""
+    """Save a model; weights go to an external `<file>.data` when asked or when the model passes 2 GB.
+
+    Written atomically: into a temporary file (or folder, with external data) beside the target, then
+    renamed, so an interrupted or failed save never leaves a partial model behind.
+    """
     import os
 
     import onnx
+
+    from .atomic import atomic_folder, atomic_path
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     if external_data is None:
         external_data = size > 1_800_000_000
-    if external_data:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=os.path.basename(path) + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, path)
+    if not external_data:
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, tmp)
+        return
+    name = os.path.basename(path)
+    with atomic_folder(path) as tmp:
+        onnx.save_model(model, os.path.join(tmp, name), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=name + ".data", size_threshold=1024)
+        if os.path.exists(os.path.join(tmp, name + ".data")):
+            os.replace(os.path.join(tmp, name + ".data"), path + ".data")
+        os.replace(os.path.join(tmp, name), path)

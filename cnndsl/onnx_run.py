@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import CnnDslError
+from .names import printable
 
 
 class RunError(CnnDslError):
@@ -45,21 +46,47 @@ def load_session(path: str, provider: str = "auto"):
     return session, used, why
 
 
-def make_input(session, data: Optional[np.ndarray], batch: int, seed: int = 0) -> tuple[str, np.ndarray]:
-    meta = session.get_inputs()[0]
-    dtype = np.float16 if "float16" in meta.type else np.float32
-    dims = [batch if not isinstance(d, int) or d <= 0 else d for d in meta.shape]
+MAX_INPUT_BYTES = 1 << 30     # an input array larger than this is refused before it is made
+
+
+def make_input(session, data: Optional[np.ndarray], batch: int, seed: int = 0,
+               max_bytes: int = MAX_INPUT_BYTES) -> tuple[str, np.ndarray]:
+    """The model's input name and array: `data` checked against the model's input, or random data.
+
+    The first dimension may be symbolic (the batch); any other symbolic dimension needs real data. Sizes are
+    checked before anything is allocated.
+    """
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise RunError(f"the model has {len(inputs)} inputs; cnndsl run feeds models with one input")
+    meta = inputs[0]
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    if meta.type not in types:
+        raise RunError(f"the model's input '{printable(meta.name)}' is a {meta.type}; cnndsl run feeds float tensors")
+    dtype = types[meta.type]
+    want = [d if isinstance(d, int) and d > 0 else None for d in meta.shape]
+    shown = "x".join("N" if i == 0 and w is None else ("?" if w is None else str(w)) for i, w in enumerate(want))
     if data is None:
+        if None in want[1:]:
+            raise RunError(f"the model's input is {shown}: its size is not fixed, so no random input can be made",
+                           hint="give an input array with --input-file")
+        dims = [batch if want[0] is None else want[0], *want[1:]]
+        size = int(np.prod(dims, dtype=object)) * np.dtype(dtype).itemsize
+        if size > max_bytes:
+            raise RunError(f"an input of {'x'.join(map(str, dims))} would take {size:,} bytes, more than the "
+                           f"limit of {max_bytes:,}", hint="lower --batch, or check the model's input size")
         data = np.random.default_rng(seed).standard_normal(dims).astype(dtype)
     else:
-        data = np.asarray(data).astype(dtype)
-        want = [d if isinstance(d, int) and d > 0 else None for d in meta.shape]
+        if data.dtype.kind not in "fiub":
+            raise RunError(f"the input array holds {data.dtype}, not numbers")
         if data.ndim == len(want) - 1:
             data = data[None]
         if data.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, data.shape)):
-            shown = "x".join("N" if w is None else str(w) for w in want)
             raise RunError(f"input has shape {'x'.join(map(str, data.shape))}, the model takes {shown}",
                            hint="reshape the array, or analyze the model to see its input")
+        if data.size * np.dtype(dtype).itemsize > max_bytes:
+            raise RunError(f"the input array takes more than the limit of {max_bytes:,} bytes")
+        data = data.astype(dtype)
     return meta.name, data
 
 

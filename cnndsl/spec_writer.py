@@ -1,8 +1,11 @@
 """IR -> spec text: write the cnndsl spec of a graph (e.g. an imported ONNX model) where one exists."""
 from __future__ import annotations
 
+from collections import Counter
+
 from .errors import CnnDslError
 from .ir import Graph, Node
+from .names import printable
 from .ops import ACTIVATIONS
 
 
@@ -61,32 +64,38 @@ def _layer(n: Node) -> str:
 
 
 def write_spec(graph: Graph) -> str:
-    """A spec whose compiled graph has the same layers, shapes, parameters and MACs (checked here)."""
+    """A spec whose compiled graph has the same layers, shapes, parameters and MACs (checked here).
+
+    Linear in the graph's size: each merge's branches start at its immediate dominator (the fork), and
+    every node is written exactly once; a node that two branches share has no spelling and is refused.
+    """
     import cnndsl
     users = graph.consumers()
     c, h, w = graph.input_shape
+    fork = _immediate_dominators(graph)
+    claimed: set[str] = set()
 
-    def chain(start: str, stop: str) -> list[str]:
+    def chain(start: str, stop: str, depth: int) -> list[str]:
         """Layers from the node after `start` up to and including `stop` (a path of single links or merges)."""
-        items, node = [], stop
-        path = []
+        if depth > _MAX_MERGE_DEPTH:
+            raise NoSpec(f"merges nest more than {_MAX_MERGE_DEPTH} deep", hint="a spec cannot nest brackets that deep")
+        node, path = stop, []
         while node != start:
+            if node in claimed or node == graph.nodes[0].name:
+                raise NoSpec("a branch joins another branch")
+            claimed.add(node)
             n = graph[node]
             path.append(n)
-            if n.op in ("add", "concat"):
-                fork = _fork(graph, n)
-                node = fork
-            else:
-                node = n.inputs[0]
+            node = fork[node] if n.op in ("add", "concat") else n.inputs[0]
         path.reverse()
+        items = []
         i = 0
         while i < len(path):
             n = path[i]
             if n.op in ("add", "concat"):
-                fork = _fork(graph, n)
                 branches = []
                 for src in n.inputs:
-                    body = chain(fork, src) if src != fork else []
+                    body = chain(fork[n.name], src, depth + 1) if src != fork[n.name] else []
                     branches.append(" + ".join(body) if body else "none")
                 items.append(f"{'cat' if n.op == 'concat' else 'add'}({', '.join(branches)})")
             elif n.op in ("conv", "fc"):
@@ -106,43 +115,60 @@ def write_spec(graph: Graph) -> str:
             i += 1
         return items
 
-    body = chain(graph.nodes[0].name, graph.output.name)
-    text = f"# written by cnndsl from {graph.filename}\ninput {h}x{w}x{c}\n" + "\n+ ".join(body) + "\n"
+    body = chain(graph.nodes[0].name, graph.output.name, 0)
+    if len(claimed) != len(graph.nodes) - 1:
+        raise NoSpec("some layers do not lead to the output")
+    source = printable(graph.filename, 120)
+    text = f"# written by cnndsl from {source}\ninput {h}x{w}x{c}\n" + "\n+ ".join(body) + "\n"
     rebuilt = cnndsl.compile(text)
-    a, b = cnndsl.analyze(graph), cnndsl.analyze(rebuilt)
-    same = (a.totals["params"], a.totals["buffers"], a.totals["macs"], graph.output.shape) == \
-        (b.totals["params"], b.totals["buffers"], b.totals["macs"], rebuilt.output.shape)
-    if not same:
+    if _layers(graph) != _layers(rebuilt):
         raise NoSpec("the written spec does not reproduce the graph", hint="please report this model")
     return text
 
 
-def _fork(graph: Graph, merge: Node) -> str:
-    """The nearest node that every input of a merge descends from (the start of its branches)."""
-    def ancestors(name: str) -> list[str]:
-        order, stack, seen = [], [name], set()
-        while stack:
-            cur = stack.pop()
-            if cur in seen:
-                continue
-            seen.add(cur)
-            order.append(cur)
-            stack.extend(graph[cur].inputs)
-        return order
-    common = set(ancestors(merge.inputs[0]))
-    for other in merge.inputs[1:]:
-        common &= set(ancestors(other))
-    index = {n.name: i for i, n in enumerate(graph.nodes)}
-    fork = max(common, key=index.__getitem__)
-    # every node strictly between the fork and the merge must lie on one branch only
-    for src in merge.inputs:
-        node = src
-        while node != fork:
-            n = graph[node]
-            if n.op in ("add", "concat"):
-                node = _fork(graph, n)
-                continue
-            if len(n.inputs) != 1:
-                raise NoSpec("a branch joins another branch")
-            node = n.inputs[0]
-    return fork
+_MAX_MERGE_DEPTH = 48     # each merge opens a bracket; specs nest at most limits.MAX_NESTING deep
+
+
+def _layers(graph: Graph) -> Counter:
+    """What a written spec must reproduce: each layer's op, attributes and output shape, with multiplicity."""
+    return Counter((n.op, tuple(sorted(n.attrs.items())), n.shape) for n in graph.nodes)
+
+
+def _immediate_dominators(graph: Graph) -> dict[str, str]:
+    """Each node's immediate dominator (for a merge: the node its branches fork from), in O(n log n).
+
+    Nodes come in topological order, so a node's dominator is the lowest common ancestor of its inputs in
+    the dominator tree built so far (binary lifting for the ancestor queries).
+    """
+    first = graph.nodes[0].name
+    depth = {first: 0}
+    up: dict[str, list[str]] = {first: [first]}     # up[v][k]: the 2**k-th dominator above v
+
+    def lca(a: str, b: str) -> str:
+        if depth[a] < depth[b]:
+            a, b = b, a
+        diff, k = depth[a] - depth[b], 0
+        while diff:
+            if diff & 1:
+                a = up[a][k]
+            diff >>= 1
+            k += 1
+        if a == b:
+            return a
+        for k in range(len(up[a]) - 1, -1, -1):
+            if k < len(up[a]) and k < len(up[b]) and up[a][k] != up[b][k]:
+                a, b = up[a][k], up[b][k]
+        return up[a][0]
+
+    idom: dict[str, str] = {}
+    for n in graph.nodes[1:]:
+        d = n.inputs[0]
+        for other in n.inputs[1:]:
+            d = lca(d, other)
+        idom[n.name] = d
+        depth[n.name] = depth[d] + 1
+        jumps = [d]
+        while len(up[jumps[-1]]) >= len(jumps):
+            jumps.append(up[jumps[-1]][len(jumps) - 1])
+        up[n.name] = jumps
+    return idom
