@@ -1,18 +1,62 @@
-"""ONNX -> IR: import an existing ONNX CNN so the analyzer reports on models cnndsl did not write."""
+"""ONNX -> IR: import an existing ONNX CNN so the analyzer reports on models cnndsl did not write.
+
+The file is untrusted. It is size-checked before it is read, every node is checked the way ONNX Runtime
+checks it (shapes, attribute types and ranges) before it reaches the IR, the work is linear in the file,
+weights are read only as shapes, the few small tensors whose values matter (Reshape targets, pads, axes,
+bounds) are capped, and external data is read only from the model's own folder. Names from the file
+appear in messages escaped and shortened; IR node names keep the ONNX names, bounded and unique.
+"""
 from __future__ import annotations
 
+import functools
+import hashlib
+import math
+import os
+import stat
 from typing import Optional
 
 import numpy as np
 
+from . import limits
 from .errors import CnnDslError
 from .ir import Graph, make_node, verify
-from .ops import OPS, OpError, adaptive_window, pool_out
+from .ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
              "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (before AveragePool), "
              "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it)")
+
+MAX_FILE_BYTES = 2 << 30     # protobuf cannot parse a larger message; larger weights belong in external data
+MAX_VALUES = 64              # elements of a tensor whose values are read (a Reshape target, pads, axes, bounds)
+MAX_NAME = 200               # longer node names are shortened (deterministically) in the IR
+SHOWN = 60                   # characters of a name from the file shown in a message
+
+# op -> (fewest inputs, most inputs or None, most outputs, attributes it knows); unknown ones are refused,
+# as ONNX Runtime refuses them. Attributes of old opsets that change nothing here are accepted.
+_OLD = ("consumed_inputs",)
+OPSPEC: dict[str, tuple] = {
+    "Conv": (2, 3, 1, ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")),
+    "Gemm": (2, 3, 1, ("alpha", "beta", "transA", "transB", "broadcast")),
+    "MatMul": (2, 2, 1, ()),
+    "MaxPool": (1, 1, 2, ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides")),
+    "AveragePool": (1, 1, 1, ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads",
+                              "strides")),
+    "GlobalAveragePool": (1, 1, 1, ()),
+    "GlobalMaxPool": (1, 1, 1, ()),
+    "BatchNormalization": (5, 5, 5, ("epsilon", "momentum", "training_mode", "spatial", "is_test") + _OLD),
+    "LRN": (1, 1, 1, ("alpha", "beta", "bias", "size")),
+    "Relu": (1, 1, 1, _OLD), "Tanh": (1, 1, 1, _OLD), "Sigmoid": (1, 1, 1, _OLD), "HardSwish": (1, 1, 1, ()),
+    "Gelu": (1, 1, 1, ("approximate",)), "Elu": (1, 1, 1, ("alpha",) + _OLD), "LeakyRelu": (1, 1, 1, ("alpha",) + _OLD),
+    "Clip": (1, 3, 1, ("min", "max") + _OLD),
+    "Add": (2, 2, 1, ("axis", "broadcast") + _OLD), "Sum": (1, None, 1, _OLD),
+    "Concat": (1, None, 1, ("axis",)), "Flatten": (1, 1, 1, ("axis",)), "Reshape": (2, 2, 1, ("allowzero",)),
+    "Softmax": (1, 1, 1, ("axis",)), "Dropout": (1, 3, 2, ("ratio", "seed", "is_test") + _OLD),
+    "Identity": (1, 1, 1, ()), "Constant": (0, 0, 1, ("value", "value_float", "value_floats", "value_int", "value_ints")),
+    "Pad": (1, 4, 1, ("mode", "pads", "value")), "Slice": (3, 5, 1, ()),
+    "ReduceMean": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
+    "ReduceMax": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
+}
 
 
 class ImportError_(CnnDslError):
@@ -21,9 +65,20 @@ class ImportError_(CnnDslError):
     kind = "import error"
 
 
-def _attrs(node) -> dict:
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+def _text(value) -> str:
+    """A string field of the file as text (protobuf hands over bytes when a field is not valid UTF-8)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _clean(value, limit: int = SHOWN) -> str:
+    """Text from the file, fit for one line of a message: non-printables escaped, bounded."""
+    text = _text(value)
+    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
+def _show(value, limit: int = SHOWN) -> str:
+    return f"'{_clean(value, limit)}'"
 
 
 def _stage(name: str) -> str:
@@ -31,114 +86,426 @@ def _stage(name: str) -> str:
     return parts[0] if len(parts) > 1 else "graph"
 
 
+def _bounded(name: str) -> str:
+    """An IR node name of at most MAX_NAME characters: longer ones keep their start and a digest of the whole."""
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{name[:MAX_NAME - 17]}~{digest}"
+
+
+@functools.lru_cache(maxsize=None)
+def _fields() -> dict:
+    """Element types read here -> the TensorProto field that holds them when not in raw_data."""
+    from onnx import TensorProto as T
+    return {T.FLOAT: "float_data", T.DOUBLE: "double_data", T.INT64: "int64_data", T.UINT64: "uint64_data",
+            T.UINT32: "uint64_data", **{t: "int32_data" for t in (T.INT32, T.INT16, T.INT8, T.UINT16, T.UINT8,
+                                                                 T.BOOL, T.FLOAT16, T.BFLOAT16)}}
+
+
+@functools.lru_cache(maxsize=None)
+def _floats() -> tuple:
+    from onnx import TensorProto as T
+    return (T.FLOAT, T.FLOAT16, T.BFLOAT16, T.DOUBLE)
+
+
+def _np_dtype(data_type: int) -> Optional[np.dtype]:
+    from onnx import helper
+    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)) if data_type in _fields() else None
+
+
+def _type_name(data_type: int) -> str:
+    from onnx import TensorProto
+    try:
+        return TensorProto.DataType.Name(data_type).lower()
+    except ValueError:
+        return f"type {data_type}"
+
+
 class _Importer:
-    def __init__(self, model, path: str, input_shape: Optional[tuple[int, int, int]]):
-        from onnx import numpy_helper
-        self.model, self.path = model, path
-        self.to_array = numpy_helper.to_array
-        self.consts = {t.name: t for t in model.graph.initializer}   # TensorProtos, read only when needed
-        for node in model.graph.node:
-            if node.op_type == "Constant":
-                value = _attrs(node).get("value")
-                if value is not None:
-                    self.consts[node.output[0]] = numpy_helper.to_array(value)
+    def __init__(self, model, path: str, input_shape: Optional[tuple[int, int, int]], folder: Optional[str]):
+        self.model, self.path, self.folder = model, path, folder
+        self.input_shape = input_shape
+        self.consts: dict[str, object] = {}    # name -> TensorProto (read lazily) or a small ndarray
+        self.checked: dict[int, tuple] = {}    # id(TensorProto) -> its dims, once its storage has been checked
+        self.external: set[int] = set()        # ids of tensors stored outside the model file
+        self.places: dict[str, tuple] = {}     # external location -> (real path, size)
+        self.defined: set = set()              # every ONNX value defined so far (SSA: defined once)
         self.alias: dict[str, str] = {}        # ONNX value -> IR node
         self.rows: list = []                   # [name, op, inputs, attrs, shape, stage]
         self.shape: dict[str, tuple] = {}
         self.names: set[str] = set()
+        self.suffix: dict[str, int] = {}       # base name -> last suffix tried: duplicate names cost O(1) each
         self.pads: dict[str, tuple] = {}       # ONNX Pad outputs waiting for their AveragePool
         # uneven adaptive pooling, as emitted by cnndsl: Slice -> ReduceMean/Max per band, Concat the bands,
         # first along the rows, then along the columns; these hold the pieces until the last Concat
         self.slices: dict[str, tuple] = {}     # Slice output -> (source, axis, start, end)
         self.bands: dict[str, tuple] = {}      # Reduce output -> (kind, source, axis, start, end)
         self.rows_pooled: dict[str, tuple] = {}  # row Concat output -> (kind, IR source, output rows)
-        self.input_shape = input_shape
+        self.opset = max([v.version for v in model.opset_import if v.domain in ("", "ai.onnx")] or [21])
+        self.elem = 0                          # the input's element type (weights must match it)
 
+    # ------------------------------------------------------------ helpers --
     def fail(self, message: str, hint: Optional[str] = None):
         return ImportError_(message, hint=hint).attach(None, self.path)
 
-    def src(self, value: str) -> str:
+    @staticmethod
+    def label(node) -> str:
+        """How a message names a node: its op and its name (or first output), escaped."""
+        name = node.name or (node.output[0] if node.output else "")
+        return f"{_clean(node.op_type, 40)} {_show(name)}"
+
+    def src(self, value) -> str:
         if value in self.alias:
             return self.alias[value]
-        raise self.fail(f"value '{value}' is not produced by a supported node")
+        if value in self.consts:
+            raise self.fail(f"the constant {_show(value)} is used as a feature map",
+                            "cnndsl imports CNNs whose layers compute on the input image")
+        raise self.fail(f"value {_show(value)} is not produced by an earlier supported node")
 
+    def data(self, node) -> str:
+        """The IR node a node's first input comes from."""
+        return self.src(node.input[0])
+
+    def spatial(self, node, src: str) -> tuple[int, int, int]:
+        shape = self.shape[src]
+        if len(shape) != 3:
+            raise self.fail(f"{self.label(node)} needs an N x C x H x W input, but its input is N x {shape[0]:,}")
+        return shape
+
+    def vector(self, node, src: str) -> int:
+        shape = self.shape[src]
+        if len(shape) != 1:
+            raise self.fail(f"{self.label(node)} needs an N x features input, but its input is N x {fmt_shape(shape)}",
+                            "cnndsl imports a linear layer after a Flatten")
+        return shape[0]
+
+    # attributes: typed, known, given once
+    def attrs(self, node) -> dict:
+        known = OPSPEC[_text(node.op_type)][3]
+        out = {}
+        for a in node.attribute:
+            name = _text(a.name)
+            if name not in known:
+                raise self.fail(f"{self.label(node)} has an unknown attribute {_show(name)}",
+                                f"{_clean(node.op_type)} takes: {', '.join(known) or 'no attributes'}")
+            if name in out:
+                raise self.fail(f"{self.label(node)} gives the attribute {_show(name)} twice")
+            out[name] = a
+        return out
+
+    def _attr(self, node, a: dict, name: str, kind: str):
+        from onnx import AttributeProto
+        attr = a.get(name)
+        if attr is not None and attr.type != getattr(AttributeProto, kind):
+            what = {"INT": "an integer", "INTS": "a list of integers", "FLOAT": "a number", "STRING": "a string",
+                    "FLOATS": "a list of numbers", "TENSOR": "a tensor"}[kind]
+            raise self.fail(f"{self.label(node)}: attribute {_show(name)} must be {what}")
+        return attr
+
+    def int_(self, node, a: dict, name: str, default=None, choices=None) -> Optional[int]:
+        attr = self._attr(node, a, name, "INT")
+        value = default if attr is None else int(attr.i)
+        if choices is not None and value not in choices:
+            raise self.fail(f"{self.label(node)}: attribute {_show(name)} must be one of "
+                            f"{', '.join(map(str, choices))}, got {value}")
+        return value
+
+    def ints(self, node, a: dict, name: str, default=None, length: Optional[int] = None,
+             low: Optional[int] = None, high: int = limits.MAX_KERNEL) -> Optional[tuple]:
+        attr = self._attr(node, a, name, "INTS")
+        if attr is None:
+            return default
+        values = tuple(int(v) for v in attr.ints)
+        if length is not None and len(values) != length:
+            raise self.fail(f"{self.label(node)}: attribute {_show(name)} has {len(values)} values, expected {length}")
+        self.within(node, name, values, low, high)
+        return values
+
+    def within(self, node, what: str, values, low: Optional[int], high: int = limits.MAX_KERNEL):
+        for v in values:
+            if low is not None and v < low:
+                raise self.fail(f"{self.label(node)}: {what} must be at least {low}, got {v}")
+            if v > high:
+                raise self.fail(f"{self.label(node)}: {what} {v:,} is beyond the limit of {high:,}")
+        return values
+
+    def float_(self, node, a: dict, name: str, default: float, low: float = -1e6, high: float = 1e6,
+               open_low: bool = False) -> float:
+        attr = self._attr(node, a, name, "FLOAT")
+        value = default if attr is None else float(attr.f)
+        return self.real(node, f"attribute {_show(name)}", value, low, high, open_low)
+
+    def real(self, node, what: str, value: float, low: float, high: float, open_low: bool = False,
+             open_high: bool = False) -> float:
+        if not math.isfinite(value):
+            raise self.fail(f"{self.label(node)}: {what} is {value}, not a finite number")
+        value = float(f"{value:.7g}")       # as written in a spec, and checked as written
+        if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+            bound = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+            raise self.fail(f"{self.label(node)}: {what} must be in {bound}, got {value:g}")
+        return value
+
+    def string(self, node, a: dict, name: str, default: str, choices: tuple) -> str:
+        attr = self._attr(node, a, name, "STRING")
+        value = default if attr is None else _text(attr.s)
+        if value not in choices:
+            raise self.fail(f"{self.label(node)}: attribute {_show(name)} is {_show(value)}; expected one of "
+                            f"{', '.join(choices)}")
+        return value
+
+    # constants: weights are read as shapes only; a few small tensors as values
+    def const(self, node, index: int, what: str):
+        """The constant at an input (None when the input is left out), refused when it is computed."""
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        t = self.consts.get(node.input[index])
+        if t is None:
+            raise self.fail(f"{self.label(node)} takes a computed {what} {_show(node.input[index])}",
+                            "cnndsl imports weights stored as initializers or constants")
+        return t
+
+    def dims(self, node, index: int, what: str, same: bool = True) -> Optional[tuple]:
+        """The shape of a constant input (a weight), its storage checked but its values left unread; its
+        element type is floating point, and (same=True) the input's."""
+        t = self.const(node, index, what)
+        if t is None:
+            return None
+        if isinstance(t, np.ndarray):
+            return tuple(int(d) for d in t.shape)
+        dims = self.storage(node, node.input[index], t)
+        if t.data_type not in _floats() or (same and self.elem and t.data_type != self.elem):
+            raise self.fail(f"{self.label(node)}: its {what} {_show(node.input[index])} holds "
+                            f"{_type_name(t.data_type)}, not the input's {_type_name(self.elem)}")
+        return dims
+
+    def storage(self, node, name, t) -> tuple:
+        """Check once that a TensorProto's data is all there (inline, or in a file beside the model)."""
+        key = id(t)
+        if key in self.checked:
+            return self.checked[key]
+        from onnx import TensorProto
+        dims = tuple(int(d) for d in t.dims)
+        where = f"{self.label(node)}: tensor {_show(name)}"
+        if any(d < 0 for d in dims):
+            raise self.fail(f"{where} has a negative dimension {fmt_shape(dims)}")
+        dtype = _np_dtype(t.data_type)
+        if dtype is None:
+            raise self.fail(f"{where} has element type {t.data_type}, which cnndsl does not read",
+                            "cnndsl reads numeric tensors (floats, integers, booleans)")
+        count = math.prod(dims)
+        nbytes = count * dtype.itemsize
+        if t.data_location == TensorProto.EXTERNAL:
+            self.place(node, name, t, nbytes)
+            self.external.add(key)
+        elif t.raw_data:
+            if len(t.raw_data) != nbytes:
+                raise self.fail(f"{where} declares {fmt_shape(dims)} ({nbytes:,} bytes) but holds "
+                                f"{len(t.raw_data):,} bytes")
+        else:
+            held = len(getattr(t, _fields()[t.data_type]))
+            if held != count:
+                raise self.fail(f"{where} declares {fmt_shape(dims)} ({count:,} values) but holds {held:,}")
+        self.checked[key] = dims
+        return dims
+
+    def place(self, node, name, t, nbytes: int) -> tuple[str, int, int]:
+        """Where an external tensor's bytes are: (real path, offset, length), inside the model's folder only."""
+        where = f"{self.label(node)}: tensor {_show(name)}"
+        if self.folder is None:
+            raise self.fail(f"{where} keeps its data in an external file, which cnndsl reads only for a model "
+                            "given as a file", "save the model to a file, or load its external data first")
+        info: dict[str, str] = {}
+        for entry in t.external_data:
+            key = _text(entry.key)
+            if key in info:
+                raise self.fail(f"{where} gives its external '{_clean(key)}' twice")
+            info[key] = _text(entry.value)
+        location = info.get("location", "")
+        try:
+            offset = int(info.get("offset") or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise self.fail(f"{where} has an external offset or length that is not a number") from None
+        parts = location.replace("\\", "/").split("/")
+        if not location or "\x00" in location or os.path.isabs(location) or location[:1] in "/\\" or \
+                (len(location) > 1 and location[1] == ":") or ".." in parts:
+            raise self.fail(f"{where} has its external data at {_show(location)}, outside the model's folder",
+                            "cnndsl reads external data only from files beside the model, named without '..'")
+        if location not in self.places:
+            real = os.path.realpath(os.path.join(self.folder, location))
+            if os.path.commonpath([real, self.folder]) != self.folder or real == self.folder:
+                raise self.fail(f"{where} has its external data at {_show(location)}, which leads outside the "
+                                "model's folder", "cnndsl reads external data only from files beside the model")
+            try:
+                st = os.stat(real)
+            except OSError:
+                raise self.fail(f"{where} has its external data in {_show(location)}, which is missing beside "
+                                "the model") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise self.fail(f"{where} has its external data in {_show(location)}, which is not a file")
+            self.places[location] = (real, st.st_size)
+        real, size = self.places[location]
+        if length is None:          # ONNX then reads to the end of the file
+            length = size - offset
+        if offset < 0 or length != nbytes or offset + length > size:
+            raise self.fail(f"{where} declares {fmt_shape(tuple(t.dims))} ({nbytes:,} bytes), but its external "
+                            f"data is {length:,} bytes at offset {offset:,} of a {size:,}-byte file")
+        return real, offset, length
+
+    def values(self, node, index: int, what: str, integers: bool = False, limit: int = MAX_VALUES):
+        """The values of a small constant input (None when left out): at most `limit` numbers."""
+        t = self.const(node, index, what)
+        if t is None:
+            return None
+        name = node.input[index]
+        if isinstance(t, np.ndarray):
+            array = t
+        else:
+            from onnx import numpy_helper
+            dims = self.storage(node, name, t)
+            if math.prod(dims) > limit:
+                raise self.fail(f"{self.label(node)}: its {what} {_show(name)} has {math.prod(dims):,} values; "
+                                f"cnndsl reads at most {limit} here")
+            if id(t) in self.external:
+                real, offset, length = self.place(node, name, t, math.prod(dims) * _np_dtype(t.data_type).itemsize)
+                array = np.frombuffer(self.read(node, real, offset, length),
+                                      _np_dtype(t.data_type).newbyteorder("<")).reshape(dims)
+            else:
+                array = numpy_helper.to_array(t)
+        if array.size > limit:
+            raise self.fail(f"{self.label(node)}: its {what} {_show(name)} has {array.size:,} values; "
+                            f"cnndsl reads at most {limit} here")
+        if array.dtype.kind not in "biuf":
+            array = array.astype(np.float32)       # float16 / bfloat16 stored by ml_dtypes
+        if integers and array.dtype.kind not in "iu":
+            raise self.fail(f"{self.label(node)}: its {what} {_show(name)} must hold integers")
+        if not integers and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise self.fail(f"{self.label(node)}: its {what} {_show(name)} is not finite")
+        return array
+
+    def shown(self, node, index: int, array) -> str:
+        """Values for a message: only small inline ones, never bytes read from an external file."""
+        t = self.consts.get(node.input[index])
+        if id(t) in self.external:
+            return f"(external values of {_show(node.input[index])})"
+        return "[" + ", ".join(str(v) for v in array.ravel()[:8].tolist()) + (", ...]" if array.size > 8 else "]")
+
+    def read(self, node, real: str, offset: int, length: int) -> bytes:
+        """`length` bytes at `offset` of a regular file (never more; never blocks on a FIFO)."""
+        try:
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as e:
+            raise self.fail(f"{self.label(node)}: cannot open its external data ({e.strerror})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self.fail(f"{self.label(node)}: its external data is not in a regular file")
+            chunks, got = [], 0
+            while got < length:
+                chunk = os.pread(fd, length - got, offset + got)
+                if not chunk:
+                    raise self.fail(f"{self.label(node)}: its external data file ends early")
+                chunks.append(chunk)
+                got += len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def scalar(self, node, index: int, what: str) -> Optional[float]:
+        array = self.values(node, index, what)
+        if array is None:
+            return None
+        if array.size != 1:
+            raise self.fail(f"{self.label(node)}: its {what} {_show(node.input[index])} must be one number, "
+                            f"got {array.size}")
+        return float(array.ravel()[0])
+
+    # ---------------------------------------------------------------- IR --
     def add(self, onnx_node, op: str, inputs: list[str], attrs: dict, output: Optional[str] = None,
             name: Optional[str] = None) -> str:
-        name = (name or onnx_node.name or onnx_node.output[0]).strip("/").replace("/", ".") or op
-        base, i = name, 1
-        while name in self.names:
-            i += 1
-            name = f"{base}_{i}"
+        name = _text(name or onnx_node.name or onnx_node.output[0]).strip("/").replace("/", ".") or op
+        name = _bounded(name)
+        if name in self.names:      # a numbered copy; each base counts on from its last suffix: linear
+            base, i = name, self.suffix.get(name, 1)
+            while name in self.names:
+                i += 1
+                name = f"{base}_{i}"
+            self.suffix[base] = i
         try:
             shape = tuple(OPS[op].shape(attrs, [self.shape[s] for s in inputs]))
         except OpError as e:
-            raise self.fail(f"node '{onnx_node.name}' ({onnx_node.op_type}): {e.message}") from None
+            raise self.fail(f"{self.label(onnx_node)}: {e.message}") from None
+        if len(shape) == 3 and max(shape) > limits.MAX_DIM:     # a flattened vector may be longer
+            raise self.fail(f"{self.label(onnx_node)} makes a {fmt_shape(shape)} output, beyond the limit of "
+                            f"{limits.MAX_DIM:,} per dimension")
         self.rows.append([name, op, tuple(inputs), attrs, shape, _stage(name)])
         self.names.add(name)
         self.shape[name] = shape
         self.alias[output or onnx_node.output[0]] = name
         return name
 
+    def define(self, value, what: str = "value") -> None:
+        if value in self.defined:
+            raise self.fail(f"the {what} {_show(value)} is defined twice", "ONNX defines every value once")
+        self.defined.add(value)
+
     def graph_input(self):
+        from onnx import TensorProto
         g = self.model.graph
+        for t in g.initializer:
+            self.define(t.name, "initializer")
+            self.consts[t.name] = t
         inputs = [v for v in g.input if v.name not in self.consts]
         if len(inputs) != 1:
             raise self.fail(f"the model has {len(inputs)} inputs; cnndsl imports single-input CNNs")
         v = inputs[0]
+        self.define(v.name, "input")
+        if not v.type.HasField("tensor_type"):
+            raise self.fail(f"the input {_show(v.name)} is not a tensor")
+        self.elem = v.type.tensor_type.elem_type
+        if self.elem not in _floats() + (TensorProto.UNDEFINED,):
+            raise self.fail(f"the input {_show(v.name)} holds {_type_name(self.elem)}; cnndsl imports "
+                            "floating-point images")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
         if len(dims) != 4:
-            raise self.fail(f"the input '{v.name}' has rank {len(dims)}; cnndsl imports N x C x H x W images")
+            raise self.fail(f"the input {_show(v.name)} has rank {len(dims)}; cnndsl imports N x C x H x W images")
+        if dims[0] is not None and dims[0] < 1:
+            raise self.fail(f"the input {_show(v.name)} has a batch size of {dims[0]}")
         if self.input_shape is not None:
             h, w, c = self.input_shape
         else:
             c, h, w = dims[1:]
+            bad = [d for d in (c, h, w) if d is not None and d < 0]
+            if bad:
+                raise self.fail(f"the input {_show(v.name)} has a negative size {bad[0]}")
             if None in (c, h, w) or 0 in (c, h, w):
                 raise self.fail("the model's input size is not fixed", "give it with --input HxWxC")
+        for d in (c, h, w):
+            if not 1 <= d <= limits.MAX_DIM:
+                raise self.fail(f"the input size {h}x{w}x{c} is beyond the limit of {limits.MAX_DIM:,} per dimension")
         self.rows.append(["input", "input", (), {}, (c, h, w), "input"])
         self.names.add("input")
         self.shape["input"] = (c, h, w)
         self.alias[v.name] = "input"
 
-    def weight(self, node, index: int, values: bool = True):
-        """A constant input: its values, or (values=False) a zero-cost array of its shape (weights of GBs)."""
-        if index >= len(node.input) or node.input[index] == "":
-            return None
-        value = self.consts.get(node.input[index])
-        if value is None:
-            raise self.fail(f"{node.op_type} '{node.name}' takes a computed weight '{node.input[index]}'",
-                            "cnndsl imports weights stored as initializers or constants")
-        if isinstance(value, np.ndarray):
-            return value
-        if not values:
-            dims = tuple(value.dims)
-            return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=dims, strides=(0,) * len(dims))
-        return self.to_array(value)
-
-    def spatial_pads(self, node, a: dict, kernel, strides, dilations, in_shape):
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            pads = []
-            for n, k, s, d in zip(in_shape[1:], kernel, strides, dilations):
-                total = max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
-                pads.append((total // 2, total - total // 2) if auto == "SAME_UPPER" else (total - total // 2, total // 2))
-            return [p[0] for p in pads], [p[1] for p in pads]
-        pads = list(a.get("pads", [0, 0, 0, 0])) if auto != "VALID" else [0, 0, 0, 0]
-        return pads[:2], pads[2:]
-
     # ------------------------------------------------------------- nodes --
     def run(self) -> Graph:
+        g = self.model.graph
+        if not g.node:
+            raise self.fail("the model has no nodes", "the file may be truncated or corrupt")
+        if len(g.node) > limits.MAX_NODES:
+            raise self.fail(f"the model has {len(g.node):,} nodes, beyond the limit of {limits.MAX_NODES:,}")
         self.graph_input()
-        for node in self.model.graph.node:
-            handler = getattr(self, "n_" + node.op_type, None)
-            if handler is None:
-                raise self.fail(f"unsupported ONNX op {node.op_type} (node '{node.name or node.output[0]}')",
-                                f"cnndsl imports: {SUPPORTED}")
-            handler(node)
-        outputs = [o.name for o in self.model.graph.output]
+        for node in g.node:
+            self.node(node)
+        outputs = [o.name for o in g.output]
         if len(outputs) != 1:
             raise self.fail(f"the model has {len(outputs)} outputs; cnndsl imports single-output CNNs")
-        last = self.src(outputs[0])
+        if outputs[0] not in self.alias:
+            raise self.fail(f"the output {_show(outputs[0])} is not produced by a supported node")
+        last = self.alias[outputs[0]]
+        if last == "input":
+            raise self.fail("the model's output is its input: it has no layers")
         keep = {last}
         for row in reversed(self.rows):         # drop what does not lead to the output
             if row[0] in keep:
@@ -149,251 +516,468 @@ class _Importer:
             raise self.fail("the output is not the last node")
         return verify(Graph(tuple(nodes), "", self.path))
 
-    def n_Constant(self, node):
-        pass
+    def node(self, node) -> None:
+        """Check a node's domain, arity and outputs, then hand it to its handler; anything unexpected the
+        handler meets becomes an import error that names the node."""
+        op = _text(node.op_type)
+        spec = OPSPEC.get(op) if node.domain in ("", "ai.onnx") else None
+        if spec is None:
+            raise self.fail(f"unsupported ONNX op {_clean(op, 40)}"
+                            f"{f' (domain {_show(node.domain)})' if node.domain not in ('', 'ai.onnx') else ''} "
+                            f"(node {_show(node.name or (node.output[0] if node.output else ''))})",
+                            f"cnndsl imports: {SUPPORTED}")
+        fewest, most, outputs, _ = spec
+        count = len(node.input)
+        if count < fewest or (most is not None and count > most):
+            want = f"{fewest}" if fewest == most else f"{fewest} to {most}" if most else f"at least {fewest}"
+            raise self.fail(f"{self.label(node)} has {count} inputs; {op} takes {want}")
+        if fewest and not node.input[0]:
+            raise self.fail(f"{self.label(node)} leaves out its first input")
+        if not node.output or not node.output[0]:
+            raise self.fail(f"{self.label(node)} has no output")
+        if len(node.output) > outputs:
+            raise self.fail(f"{self.label(node)} has {len(node.output)} outputs; {op} makes at most {outputs}")
+        for value in node.output:
+            if value:
+                self.define(value)
+        a = self.attrs(node)
+        try:
+            getattr(self, "n_" + op)(node, a)
+        except (CnnDslError, MemoryError, RecursionError):
+            raise
+        except Exception as e:  # the last line of defence: a malformed node no check above foresaw
+            raise self.fail(f"malformed ONNX node {self.label(node)}: {type(e).__name__}: {_clean(e, 100)}") from None
 
-    def n_Identity(self, node):
+    def n_Constant(self, node, a):
+        if len(a) != 1:
+            raise self.fail(f"{self.label(node)} must have exactly one value attribute")
+        (key, attr), = a.items()
+        if key == "value":
+            value = self._attr(node, a, key, "TENSOR").t
+        elif key in ("value_float", "value_floats"):
+            self._attr(node, a, key, "FLOAT" if key == "value_float" else "FLOATS")
+            value = np.asarray(attr.f if key == "value_float" else list(attr.floats)[:MAX_VALUES + 1], np.float32)
+        else:
+            self._attr(node, a, key, "INT" if key == "value_int" else "INTS")
+            value = np.asarray(attr.i if key == "value_int" else list(attr.ints)[:MAX_VALUES + 1], np.int64)
+        self.consts[node.output[0]] = value
+
+    def n_Identity(self, node, a):
         if node.input[0] in self.consts:       # exporters alias shared weights through Identity
             self.consts[node.output[0]] = self.consts[node.input[0]]
         else:
             self.alias[node.output[0]] = self.src(node.input[0])
 
-    def n_Dropout(self, node):
-        ratio = self.weight(node, 1) if len(node.input) > 1 else None
-        p = float(f"{float(ratio) if ratio is not None else float(_attrs(node).get('ratio', 0.5)):.7g}")
-        self.add(node, "dropout", [self.src(node.input[0])], {"p": p})
+    def n_Dropout(self, node, a):
+        src = self.data(node)
+        self.int_(node, a, "seed")
+        self.int_(node, a, "is_test")
+        ratio = self.scalar(node, 1, "ratio")
+        if ratio is None:
+            ratio = self.float_(node, a, "ratio", 0.5, low=0.0, high=1.0)
+        p = self.real(node, "the dropout ratio", ratio, 0.0, 1.0, open_high=True)
+        self.add(node, "dropout", [src], {"p": p})
 
-    def n_Conv(self, node):
-        a = _attrs(node)
-        w = self.weight(node, 1, values=False)
-        src = self.src(node.input[0])
-        kernel = tuple(a.get("kernel_shape", w.shape[2:]))
-        if len(kernel) != 2:
-            raise self.fail(f"Conv '{node.name}' is {len(kernel)}-D; cnndsl imports 2-D convolutions")
-        strides = tuple(a.get("strides", (1, 1)))
-        dil = tuple(a.get("dilations", (1, 1)))
-        begin, end = self.spatial_pads(node, a, kernel, strides, dil, self.shape[src])
+    def n_Conv(self, node, a):
+        src = self.data(node)
+        c, h, w = self.spatial(node, src)
+        weight = self.dims(node, 1, "weight")
+        if len(weight) != 4:
+            raise self.fail(f"{self.label(node)} has a rank-{len(weight)} weight; cnndsl imports 2-D convolutions "
+                            "(a rank-4 weight)")
+        out, per_group, kh, kw = weight
+        kernel = self.ints(node, a, "kernel_shape", (kh, kw), length=2)
+        if kernel != (kh, kw):
+            raise self.fail(f"{self.label(node)}: kernel_shape {fmt_shape(kernel)} disagrees with its "
+                            f"{fmt_shape(weight)} weight")
+        self.within(node, "the kernel", kernel, 1)
+        strides = self.ints(node, a, "strides", (1, 1), length=2, low=1)
+        dil = self.ints(node, a, "dilations", (1, 1), length=2, low=1)
+        groups = self.int_(node, a, "group", 1)
+        self.within(node, "group", (groups,), 1, limits.MAX_DIM)
+        self.within(node, "the output channel count", (out,), 1, limits.MAX_DIM)
+        if per_group * groups != c:
+            raise self.fail(f"{self.label(node)}: its {fmt_shape(weight)} weight with group={groups} takes "
+                            f"{per_group * groups:,} input channels, but its input has {c:,}")
+        if out % groups:
+            raise self.fail(f"{self.label(node)}: group={groups} does not divide its {out:,} output channels")
+        bias = self.dims(node, 2, "bias")
+        if bias is not None and bias != (out,):
+            raise self.fail(f"{self.label(node)}: its bias is {fmt_shape(bias)}, expected {out} (one per output channel)")
+        begin, end = self.spatial_pads(node, a, kernel, strides, dil, (c, h, w))
         if begin != end:
-            raise self.fail(f"Conv '{node.name}' pads asymmetrically ({begin} before, {end} after)")
-        attrs = {"out": int(w.shape[0]), "kernel": kernel, "stride": strides, "padding": tuple(begin),
-                 "dilation": dil, "groups": int(a.get("group", 1)), "bias": len(node.input) > 2 and bool(node.input[2])}
+            raise self.fail(f"{self.label(node)} pads asymmetrically ({begin} before, {end} after)")
+        attrs = {"out": out, "kernel": kernel, "stride": strides, "padding": tuple(begin), "dilation": dil,
+                 "groups": groups, "bias": bias is not None}
         self.add(node, "conv", [src], attrs)
 
-    def n_Gemm(self, node):
-        a = _attrs(node)
-        w = self.weight(node, 1, values=False)
-        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
-            raise self.fail(f"Gemm '{node.name}' with transA/alpha/beta is not a plain linear layer")
-        out = w.shape[0] if a.get("transB", 0) else w.shape[1]
-        self.add(node, "fc", [self.src(node.input[0])], {"out": int(out), "bias": len(node.input) > 2})
+    def spatial_pads(self, node, a: dict, kernel, strides, dilations, in_shape):
+        auto = self.string(node, a, "auto_pad", "NOTSET", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"))
+        pads = self.ints(node, a, "pads", None, length=4, low=0)
+        if auto != "NOTSET" and pads is not None:
+            raise self.fail(f"{self.label(node)} has both auto_pad and pads")
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            begin, end = [], []
+            for n, k, s, d in zip(in_shape[1:], kernel, strides, dilations):
+                total = max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
+                small, large = total // 2, total - total // 2
+                begin.append(small if auto == "SAME_UPPER" else large)
+                end.append(large if auto == "SAME_UPPER" else small)
+            return begin, end
+        pads = list(pads or (0, 0, 0, 0))
+        return pads[:2], pads[2:]
 
-    def n_MatMul(self, node):
-        w = self.weight(node, 1, values=False)
-        if w.ndim != 2:
-            raise self.fail(f"MatMul '{node.name}' is not a linear layer")
-        self.add(node, "fc", [self.src(node.input[0])], {"out": int(w.shape[1]), "bias": False})
+    def _linear(self, node, src: str, weight: tuple, transposed: bool) -> int:
+        features = self.vector(node, src)
+        if len(weight) != 2:
+            raise self.fail(f"{self.label(node)} has a rank-{len(weight)} weight; a linear layer's is rank 2")
+        inner, out = (weight[1], weight[0]) if transposed else weight
+        if inner != features:
+            raise self.fail(f"{self.label(node)}: its {fmt_shape(weight)} weight{' (transposed)' if transposed else ''} "
+                            f"takes {inner:,} input features, but its input has {features:,}")
+        self.within(node, "the output width", (out,), 1, limits.MAX_DIM)
+        return out
 
-    def n_Add(self, node):
-        consts = [i for i in node.input if i in self.consts]
+    def n_Gemm(self, node, a):
+        src = self.data(node)
+        trans_a = self.int_(node, a, "transA", 0, (0, 1))
+        trans_b = self.int_(node, a, "transB", 0, (0, 1))
+        self.int_(node, a, "broadcast")
+        alpha = self.float_(node, a, "alpha", 1.0)
+        beta = self.float_(node, a, "beta", 1.0)
+        if trans_a or alpha != 1.0 or beta != 1.0:
+            raise self.fail(f"{self.label(node)} with transA/alpha/beta is not a plain linear layer")
+        out = self._linear(node, src, self.dims(node, 1, "weight"), bool(trans_b))
+        bias = self.dims(node, 2, "bias")
+        if bias is not None and bias not in ((out,), (1, out)):
+            raise self.fail(f"{self.label(node)}: its bias is {fmt_shape(bias)}; cnndsl imports a bias of one value "
+                            f"per output ({out})")
+        self.add(node, "fc", [src], {"out": out, "bias": bias is not None})
+
+    def n_MatMul(self, node, a):
+        src = self.data(node)
+        out = self._linear(node, src, self.dims(node, 1, "weight"), False)
+        self.add(node, "fc", [src], {"out": out, "bias": False})
+
+    def n_Add(self, node, a):
+        self.int_(node, a, "axis")
+        self.int_(node, a, "broadcast")
+        consts = [i for i, v in enumerate(node.input) if v in self.consts]
         if consts:      # MatMul + Add(bias): the bias of a linear layer
-            other = self.src(next(i for i in node.input if i not in self.consts))
+            if len(consts) == len(node.input):
+                raise self.fail(f"{self.label(node)} adds constants only")
+            other = self.src(node.input[1 - consts[0]])
             row = self.rows[-1]
-            if row[0] == other and row[1] == "fc" and not row[3]["bias"] and \
-                    self.weight(node, list(node.input).index(consts[0]), values=False).size == row[3]["out"]:
+            bias = self.dims(node, consts[0], "bias")
+            if row[0] == other and row[1] == "fc" and not row[3]["bias"] and bias in ((row[3]["out"],),
+                                                                                      (1, row[3]["out"])):
                 row[3]["bias"] = True
                 self.alias[node.output[0]] = other
                 return
-            raise self.fail(f"Add '{node.name}' adds a constant that is not a linear layer's bias")
+            raise self.fail(f"{self.label(node)} adds a constant that is not a linear layer's bias")
         self.add(node, "add", [self.src(i) for i in node.input], {})
 
-    n_Sum = n_Add
+    def n_Sum(self, node, a):
+        if len(node.input) == 1:
+            self.alias[node.output[0]] = self.data(node)
+            return
+        self.add(node, "add", [self.src(i) for i in node.input], {})
 
-    def n_Concat(self, node):
-        axis = _attrs(node).get("axis")
-        if node.input and all(i in self.bands for i in node.input):
+    def n_Concat(self, node, a):
+        axis = self.int_(node, a, "axis")
+        if axis is None:
+            raise self.fail(f"{self.label(node)} has no axis")
+        if all(i in self.bands for i in node.input):
             return self._band_concat(node, axis)
-        if axis not in (1, -3):
-            raise self.fail(f"Concat '{node.name}' joins on axis {axis}; cnndsl concatenates channels (axis 1)")
-        self.add(node, "concat", [self.src(i) for i in node.input], {})
+        inputs = [self.src(i) for i in node.input]
+        rank = len(self.shape[inputs[0]]) + 1
+        if not -rank <= axis < rank:
+            raise self.fail(f"{self.label(node)}: axis {axis} is out of range for its rank-{rank} inputs")
+        if axis % rank != 1:
+            raise self.fail(f"{self.label(node)} joins on axis {axis}; cnndsl concatenates channels (axis 1)")
+        if len(inputs) == 1:
+            self.alias[node.output[0]] = inputs[0]
+            return
+        self.add(node, "concat", inputs, {})
 
-    def n_Pad(self, node):
-        a = _attrs(node)
-        pads = self.weight(node, 1) if len(node.input) > 1 else np.asarray(a.get("pads", []))
-        value = self.weight(node, 2) if len(node.input) > 2 else None
-        mode = a.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        pads = [int(p) for p in pads]
-        if mode != "constant" or (value is not None and float(value) != 0.0) or len(pads) != 8 or \
-                pads[:2] != [0, 0] or pads[4:6] != [0, 0] or pads[2:4] != pads[6:8]:
-            raise self.fail(f"Pad '{node.name}' is not a symmetric zero padding of height and width")
-        self.pads[node.output[0]] = (self.src(node.input[0]), tuple(pads[2:4]))
+    def n_Pad(self, node, a):
+        src = self.data(node)
+        mode = self.string(node, a, "mode", "constant", ("constant", "reflect", "edge", "wrap"))
+        if len(node.input) > 3 and node.input[3]:
+            raise self.fail(f"{self.label(node)} pads chosen axes; cnndsl imports a Pad of all four axes")
+        if len(node.input) > 1:
+            if "pads" in a or "value" in a:
+                raise self.fail(f"{self.label(node)} gives its pads both as an input and as an attribute")
+            pads = self.values(node, 1, "pads", integers=True)
+            if pads is None:
+                raise self.fail(f"{self.label(node)} has no pads")
+            pads = pads.ravel().tolist()
+            value = self.scalar(node, 2, "padding value") or 0.0
+        else:
+            pads = list(self.ints(node, a, "pads", (), low=None))
+            value = self.float_(node, a, "value", 0.0)
+        if mode != "constant" or value != 0.0 or len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] or \
+                pads[2:4] != pads[6:8] or min(pads) < 0:
+            raise self.fail(f"{self.label(node)} is not a symmetric zero padding of height and width")
+        self.within(node, "the padding", pads, 0)
+        self.spatial(node, src)
+        self.pads[node.output[0]] = (src, tuple(pads[2:4]))
 
-    def _pool(self, node, op):
-        a = _attrs(node)
+    def _pool(self, node, a, op):
         padded = self.pads.pop(node.input[0], None)
-        src, extra = padded if padded else (self.src(node.input[0]), (0, 0))
-        n_in = self.shape[src]
-        kernel = tuple(a["kernel_shape"])
-        strides = tuple(a.get("strides", (1, 1)))
-        dil = tuple(a.get("dilations", (1, 1)))
+        src, extra = padded if padded else (self.data(node), (0, 0))
+        n_in = self.spatial(node, src)
+        if "kernel_shape" not in a:
+            raise self.fail(f"{self.label(node)} has no kernel_shape")
+        kernel = self.ints(node, a, "kernel_shape", length=2, low=1)
+        strides = self.ints(node, a, "strides", (1, 1), length=2, low=1)
+        dil = self.ints(node, a, "dilations", (1, 1), length=2, low=1)
+        ceil = bool(self.int_(node, a, "ceil_mode", 0, (0, 1)))
+        self.int_(node, a, "storage_order", 0, (0, 1))
+        self.int_(node, a, "count_include_pad", 0, (0, 1))
+        if op == "avgpool" and dil != (1, 1):
+            raise self.fail(f"{self.label(node)} has dilations {fmt_shape(dil)}; cnndsl's average pooling has none")
         begin, end = self.spatial_pads(node, a, kernel, strides, dil,
                                        (n_in[0], n_in[1] + 2 * extra[0], n_in[2] + 2 * extra[1]))
-        ceil = bool(a.get("ceil_mode", 0))
+        for i in (0, 1):
+            if max(begin[i], end[i]) >= kernel[i]:
+                raise self.fail(f"{self.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
+                                f"kernel {kernel[i]}")
         # the output ONNX computes, then the IR pooling (symmetric padding, ceil or not) that gives it
         want = []
         for i in (0, 1):
             n = n_in[1 + i] + 2 * extra[i]
             span = n + begin[i] + end[i] - dil[i] * (kernel[i] - 1) - 1
             want.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
+        if min(want) < 1:
+            raise self.fail(f"{self.label(node)} shrinks its {n_in[1]}x{n_in[2]} input below 1x1")
         padding = tuple(extra[i] + begin[i] for i in (0, 1))
         for mode in (False, True):
             got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], mode) for i in (0, 1)]
             if got == want:
                 attrs = {"kernel": kernel, "stride": strides, "padding": padding, "ceil": mode, "dilation": dil}
                 return self.add(node, op, [src], attrs)
-        raise self.fail(f"{node.op_type} '{node.name}' pads asymmetrically in a way PyTorch pooling cannot express")
+        raise self.fail(f"{self.label(node)} pads asymmetrically in a way PyTorch pooling cannot express")
 
-    def n_MaxPool(self, node):
+    def n_MaxPool(self, node, a):
         if len(node.output) > 1 and node.output[1]:
-            raise self.fail(f"MaxPool '{node.name}' also returns indices")
-        self._pool(node, "maxpool")
+            raise self.fail(f"{self.label(node)} also returns indices")
+        self._pool(node, a, "maxpool")
 
-    def n_AveragePool(self, node):
-        self._pool(node, "avgpool")
+    def n_AveragePool(self, node, a):
+        self._pool(node, a, "avgpool")
 
-    def n_GlobalAveragePool(self, node):
-        self.add(node, "adaptive_avgpool", [self.src(node.input[0])], {"output": (1, 1)})
+    def n_GlobalAveragePool(self, node, a):
+        self.add(node, "adaptive_avgpool", [self.data(node)], {"output": (1, 1)})
 
-    def n_GlobalMaxPool(self, node):
-        self.add(node, "adaptive_maxpool", [self.src(node.input[0])], {"output": (1, 1)})
+    def n_GlobalMaxPool(self, node, a):
+        self.add(node, "adaptive_maxpool", [self.data(node)], {"output": (1, 1)})
 
-    def n_BatchNormalization(self, node):
-        a = _attrs(node)
-        self.add(node, "bn", [self.src(node.input[0])], {"eps": float(f"{a.get('epsilon', 1e-5):.7g}"),
-                                                          "momentum": round(1.0 - float(a.get("momentum", 0.9)), 6)})
+    def n_BatchNormalization(self, node, a):
+        src = self.data(node)
+        channels = self.shape[src][0]
+        for index, what in enumerate(("scale", "B", "mean", "var"), 1):
+            dims = self.dims(node, index, what, same=False)
+            if dims is None or dims != (channels,):
+                raise self.fail(f"{self.label(node)}: its {what} is {fmt_shape(dims) if dims else 'missing'}, "
+                                f"expected {channels} (one per channel)")
+        if self.int_(node, a, "spatial", 1) != 1:
+            raise self.fail(f"{self.label(node)} normalizes per activation (spatial=0); cnndsl's bn is per channel")
+        self.int_(node, a, "training_mode", 0, (0, 1))
+        self.int_(node, a, "is_test")
+        self.ints(node, a, "consumed_inputs", high=1 << 62)
+        eps = self.float_(node, a, "epsilon", 1e-5, 0.0, 1.0, open_low=True)
+        momentum = self.float_(node, a, "momentum", 0.9, 0.0, 1.0)
+        self.add(node, "bn", [src], {"eps": eps, "momentum": round(1.0 - momentum, 6)})
 
-    def n_LRN(self, node):
-        a = _attrs(node)
-        self.add(node, "lrn", [self.src(node.input[0])], {"size": int(a["size"]), "alpha": float(f"{a.get('alpha', 1e-4):.7g}"),
-                                                           "beta": float(f"{a.get('beta', 0.75):.7g}"),
-                                                           "k": float(f"{a.get('bias', 1.0):.7g}")})
+    def n_LRN(self, node, a):
+        src = self.data(node)
+        size = self.int_(node, a, "size")
+        if size is None:
+            raise self.fail(f"{self.label(node)} has no size")
+        self.within(node, "size", (size,), 1, 4096)
+        attrs = {"size": size, "alpha": self.float_(node, a, "alpha", 1e-4, 0.0, 1e6),
+                 "beta": self.float_(node, a, "beta", 0.75, 0.0, 1e6), "k": self.float_(node, a, "bias", 1.0, 0.0, 1e6)}
+        self.add(node, "lrn", [src], attrs)
 
-    def n_Flatten(self, node):
-        if _attrs(node).get("axis", 1) != 1:
-            raise self.fail(f"Flatten '{node.name}' does not flatten from axis 1")
-        self.add(node, "flatten", [self.src(node.input[0])], {})
+    def n_Flatten(self, node, a):
+        src = self.data(node)
+        axis = self.int_(node, a, "axis", 1)
+        rank = len(self.shape[src]) + 1
+        if not -rank <= axis <= rank or (axis + rank if axis < 0 else axis) != 1:
+            raise self.fail(f"{self.label(node)} flattens from axis {axis}; cnndsl flattens from axis 1")
+        self.add(node, "flatten", [src], {})
 
-    def n_Reshape(self, node):
-        target = [int(v) for v in self.weight(node, 1)]
-        src = self.src(node.input[0])
-        size = int(np.prod(self.shape[src]))
-        if len(target) == 2 and target[1] in (-1, size) and target[0] in (0, -1, 1):
+    def n_Reshape(self, node, a):
+        src = self.data(node)
+        zero_is_zero = self.int_(node, a, "allowzero", 0, (0, 1))
+        values = self.values(node, 1, "shape", integers=True, limit=8)
+        target = [int(v) for v in values.ravel()]
+        size = math.prod(self.shape[src])
+        if values.ndim == 1 and len(target) == 2 and target[1] in (-1, size) and \
+                target[0] in ((-1, 1) if zero_is_zero else (0, -1, 1)) and target != [-1, -1]:
             return self.add(node, "flatten", [src], {})
-        raise self.fail(f"Reshape '{node.name}' to {target} is not a flatten to N x features")
+        raise self.fail(f"{self.label(node)} to {self.shown(node, 1, values)} is not a flatten to N x features")
 
-    def n_Softmax(self, node):
-        axis = _attrs(node).get("axis", -1)
-        src = self.src(node.input[0])
-        if axis not in (1, -1 if len(self.shape[src]) == 1 else 1, -3 if len(self.shape[src]) == 3 else 1):
-            raise self.fail(f"Softmax '{node.name}' over axis {axis}; cnndsl's softmax runs over channels")
+    def n_Softmax(self, node, a):
+        src = self.data(node)
+        shape = self.shape[src]
+        rank = len(shape) + 1
+        axis = self.int_(node, a, "axis", -1 if self.opset >= 13 else 1)
+        if not -rank <= axis < rank:
+            raise self.fail(f"{self.label(node)}: axis {axis} is out of range for its rank-{rank} input")
+        # before opset 13, Softmax flattens from its axis: over channels only when nothing follows them
+        if axis % rank != 1 or (self.opset < 13 and math.prod(shape[1:]) != 1):
+            raise self.fail(f"{self.label(node)} over axis {axis}; cnndsl's softmax runs over channels")
         self.add(node, "softmax", [src], {})
 
-    def _act(self, op, **attrs):
-        def handle(self, node):
-            self.add(node, op, [self.src(node.input[0])], {k: v(_attrs(node)) for k, v in attrs.items()})
+    def _act(op, **attrs):
+        def handle(self, node, a):
+            src = self.data(node)
+            self.ints(node, a, "consumed_inputs", high=1 << 62)
+            self.add(node, op, [src], {k: self.float_(node, a, key, default) for k, (key, default) in attrs.items()})
         return handle
 
-    n_Relu = _act(None, "relu")
-    n_Tanh = _act(None, "tanh")
-    n_Sigmoid = _act(None, "sigmoid")
-    n_Gelu = _act(None, "gelu")
-    n_HardSwish = _act(None, "hardswish")
-    n_Elu = _act(None, "elu", alpha=lambda a: float(a.get("alpha", 1.0)))
-    n_LeakyRelu = _act(None, "leakyrelu", slope=lambda a: float(a.get("alpha", 0.01)))
+    n_Relu = _act("relu")
+    n_Tanh = _act("tanh")
+    n_Sigmoid = _act("sigmoid")
+    n_HardSwish = _act("hardswish")
+    n_Elu = _act("elu", alpha=("alpha", 1.0))
+    n_LeakyRelu = _act("leakyrelu", slope=("alpha", 0.01))
+
+    def n_Gelu(self, node, a):
+        self.string(node, a, "approximate", "none", ("none", "tanh"))
+        self.add(node, "gelu", [self.data(node)], {})
 
     # ------------------------------------------ uneven adaptive pooling --
     def _axis(self, node, value: int) -> int:
         if value not in (2, 3, -2, -1):
-            raise self.fail(f"{node.op_type} '{node.name}' works on axis {value}; cnndsl imports it only as "
+            raise self.fail(f"{self.label(node)} works on axis {value}; cnndsl imports it only as "
                             "part of adaptive pooling over height or width")
         return value % 4
 
-    def n_Slice(self, node):
+    def n_Slice(self, node, a):
         data = node.input[0]
         if data not in self.alias and data not in self.rows_pooled:
             self.src(data)
-        starts, ends = (self.weight(node, i) for i in (1, 2))
-        axes = self.weight(node, 3) if len(node.input) > 3 and node.input[3] else None
-        steps = self.weight(node, 4) if len(node.input) > 4 and node.input[4] else None
-        if starts is None or ends is None or axes is None or len(starts) != 1 or len(axes) != 1 or \
-                (steps is not None and list(steps) != [1]):
-            raise self.fail(f"Slice '{node.name}' is not one band of an adaptive pooling",
+        starts, ends = (self.values(node, i, what, integers=True) for i, what in ((1, "starts"), (2, "ends")))
+        axes = self.values(node, 3, "axes", integers=True)
+        steps = self.values(node, 4, "steps", integers=True)
+        if starts is None or ends is None or axes is None or starts.size != 1 or ends.size != 1 or \
+                axes.size != 1 or (steps is not None and steps.ravel().tolist() != [1]):
+            raise self.fail(f"{self.label(node)} is not one band of an adaptive pooling",
                             "cnndsl imports Slice only in the pattern its own exporter writes for adaptive pooling")
-        self.slices[node.output[0]] = (data, self._axis(node, int(axes[0])), int(starts[0]), int(ends[0]))
+        self.slices[node.output[0]] = (data, self._axis(node, int(axes.ravel()[0])), int(starts.ravel()[0]),
+                                       int(ends.ravel()[0]))
 
-    def _reduce(self, node, kind):
+    def _reduce(self, node, a, kind):
         piece = self.slices.get(node.input[0])
-        a = _attrs(node)
-        axes = self.weight(node, 1) if len(node.input) > 1 and node.input[1] else a.get("axes")
-        if piece is None or axes is None or len(axes) != 1 or not a.get("keepdims", 1):
-            raise self.fail(f"unsupported ONNX op {node.op_type} (node '{node.name}') outside adaptive pooling",
+        axes = self.values(node, 1, "axes", integers=True)
+        if axes is None:
+            axes = self.ints(node, a, "axes", high=1 << 62)
+        keep = self.int_(node, a, "keepdims", 1, (0, 1))
+        self.int_(node, a, "noop_with_empty_axes", 0, (0, 1))
+        if piece is None or axes is None or np.size(axes) != 1 or not keep:
+            raise self.fail(f"unsupported ONNX op {node.op_type} (node {_show(node.name)}) outside adaptive pooling",
                             f"cnndsl imports: {SUPPORTED}")
         data, axis, start, end = piece
-        if self._axis(node, int(axes[0])) != axis:
-            raise self.fail(f"{node.op_type} '{node.name}' reduces another axis than its Slice")
+        if self._axis(node, int(np.ravel(axes)[0])) != axis:
+            raise self.fail(f"{self.label(node)} reduces another axis than its Slice")
         self.bands[node.output[0]] = (kind, data, axis, start, end)
 
-    def n_ReduceMean(self, node):
-        self._reduce(node, "avg")
+    def n_ReduceMean(self, node, a):
+        self._reduce(node, a, "avg")
 
-    def n_ReduceMax(self, node):
-        self._reduce(node, "max")
+    def n_ReduceMax(self, node, a):
+        self._reduce(node, a, "max")
 
     def _band_concat(self, node, axis):
+        if len(set(node.input)) != len(node.input):
+            raise self.fail(f"{self.label(node)} joins one band twice")
         bands = [self.bands.pop(i) for i in node.input]
         kinds, sources, axes = ({b[i] for b in bands} for i in range(3))
-        if len(kinds) != 1 or len(sources) != 1 or axes != {axis % 4 if axis is not None else -1}:
-            raise self.fail(f"Concat '{node.name}' joins bands that are not one adaptive pooling")
+        if len(kinds) != 1 or len(sources) != 1 or axes != {axis % 4}:
+            raise self.fail(f"{self.label(node)} joins bands that are not one adaptive pooling")
         kind, data, axis = bands[0][0], bands[0][1], bands[0][2]
         if axis == 2:
             src = self.src(data)
-            size = self.shape[src][1]
+            size = self.spatial(node, src)[1]
         else:
             pooled = self.rows_pooled.pop(data, None)
             if pooled is None or pooled[0] != kind:
-                raise self.fail(f"Concat '{node.name}' pools columns without pooling rows first")
+                raise self.fail(f"{self.label(node)} pools columns without pooling rows first")
             src = pooled[1]
             size = self.shape[src][2]
         count = len(bands)
         if [(b[3], b[4]) for b in bands] != [adaptive_window(i, size, count) for i in range(count)]:
-            raise self.fail(f"Concat '{node.name}' joins bands that are not PyTorch's adaptive pooling windows")
+            raise self.fail(f"{self.label(node)} joins bands that are not PyTorch's adaptive pooling windows")
         if axis == 2:
             self.rows_pooled[node.output[0]] = (kind, src, count)
         else:
             # named after the value it makes: the pooling's own name, not its last Concat's
             self.add(node, f"adaptive_{kind}pool", [src], {"output": (pooled[2], count)}, name=node.output[0])
 
-    def n_Clip(self, node):
-        a = _attrs(node)
-        low = self.weight(node, 1) if len(node.input) > 1 and node.input[1] else a.get("min")
-        high = self.weight(node, 2) if len(node.input) > 2 and node.input[2] else a.get("max")
-        if low is None or high is None or float(low) != 0.0 or float(high) != 6.0:
-            raise self.fail(f"Clip '{node.name}' is not a ReLU6 (clip to 0..6)")
-        self.add(node, "relu6", [self.src(node.input[0])], {})
+    def n_Clip(self, node, a):
+        src = self.data(node)
+        if len(node.input) > 1:
+            if "min" in a or "max" in a:
+                raise self.fail(f"{self.label(node)} gives its bounds both as inputs and as attributes")
+            low, high = self.scalar(node, 1, "min"), self.scalar(node, 2, "max")
+        else:
+            low = self.float_(node, a, "min", -math.inf) if "min" in a else None
+            high = self.float_(node, a, "max", math.inf) if "max" in a else None
+        if low != 0.0 or high != 6.0:
+            raise self.fail(f"{self.label(node)} is not a ReLU6 (clip to 0..6)")
+        self.add(node, "relu6", [src], {})
+
+
+def _display_name(model) -> str:
+    name = _clean(model.graph.name, 80) if model.graph.name else ""
+    return f"<onnx {name}>" if name else "<onnx>"
+
+
+def _read(path: str):
+    """The ModelProto in a file, read only after its size is known to be within MAX_FILE_BYTES."""
+    import onnx
+
+    def fail(message: str, hint: Optional[str] = None):
+        return ImportError_(message, hint=hint).attach(None, path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except OSError as e:
+        raise fail(f"cannot open the file ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise fail("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise fail(f"the file is {info.st_size:,} bytes, beyond the limit of {MAX_FILE_BYTES:,}",
+                       "keep large weights as external data beside the model")
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise fail(f"the file grew beyond the limit of {MAX_FILE_BYTES:,} bytes while it was read")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as e:
+        raise fail(f"not a readable ONNX model ({type(e).__name__}: {_clean(str(e).strip(), 160)})",
+                   "the file may be truncated or corrupt") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise fail("the model has no nodes", "the file may be truncated or corrupt")
+    return model
 
 
 def import_onnx(path, input_shape: Optional[tuple[int, int, int]] = None) -> Graph:
-    """Read an ONNX file (or an onnx.ModelProto) into the IR; shapes from its input, or `input_shape` (H, W, C)."""
+    """Read an ONNX file (or an onnx.ModelProto) into the IR; shapes from its input, or `input_shape` (H, W, C).
+
+    External data is read only beside a file, from its own folder; a ModelProto with external data is refused.
+    """
     import onnx
     if isinstance(path, onnx.ModelProto):
-        return _Importer(path, path.graph.name or "<onnx>", input_shape).run()
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except FileNotFoundError:
-        raise ImportError_("no such file").attach(None, path) from None
-    except Exception as e:
-        raise ImportError_(f"not a readable ONNX model ({type(e).__name__}: {str(e).strip()[:160]})",
-                           hint="the file may be truncated or corrupt").attach(None, path) from None
-    if not model.graph.node:
-        raise ImportError_("the model has no nodes", hint="the file may be truncated or corrupt").attach(None, path)
-    return _Importer(model, path, input_shape).run()
+        return _Importer(path, _display_name(path), input_shape, None).run()
+    path = os.fspath(path)
+    model = _read(path)
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    return _Importer(model, path, input_shape, folder).run()
