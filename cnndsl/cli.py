@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from .errors import CnnDslError
-from .names import printable
+from .errors import printable
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL = 70

@@ -4,6 +4,16 @@ from __future__ import annotations
 from typing import NamedTuple
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """Text safe for a terminal or a one-line comment: control, format and line-break characters escaped,
+    and at most `limit` characters shown."""
+    text = str(text)
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit + 1])
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 class Span(NamedTuple):
     """A region of source text: 1-based line/column, 0-based character offsets."""
 
@@ -52,11 +62,12 @@ class CnnDslError(Exception):
 
     def render(self) -> str:
         """`file:line:col: error: message`, the source line, a caret, notes and a hint."""
+        filename, message = printable(self.filename), printable(self.message, 2000)
         if self.span is None:   # not about a place in a spec (a model file, a run)
-            where = "" if self.filename == "<spec>" else f"{self.filename}: "
-            out = [f"{where}{self.kind}: {self.message}"]
+            where = "" if self.filename == "<spec>" else f"{filename}: "
+            out = [f"{where}{self.kind}: {message}"]
         else:
-            out = [f"{self.filename}:{self.line}:{self.column}: {self.kind}: {self.message}"]
+            out = [f"{filename}:{self.line}:{self.column}: {self.kind}: {message}"]
         if self.source is not None and self.span is not None:
             lines = self.source.splitlines() or [""]
             if 1 <= self.span.line <= len(lines):
@@ -71,9 +82,9 @@ class CnnDslError(Exception):
                 gutter = f"{self.span.line:>4} | "
                 out.append(gutter + text)
                 out.append(" " * (len(gutter) - 2) + "| " + " " * (col - 1) + "^" + "~" * (width - 1))
-        out.extend(f"  note: {n}" for n in self.notes)
+        out.extend(f"  note: {printable(n, 2000)}" for n in self.notes)
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(f"  hint: {printable(self.hint, 2000)}")
         return "\n".join(out)
 
     def __str__(self) -> str:

@@ -110,6 +110,8 @@ def verify(graph: Graph) -> Graph:
     for n in nodes:
         if n.name in shapes:
             raise InternalError(f"duplicate node name {n.name!r}")
+        if not isinstance(n.name, str) or not n.name:
+            raise InternalError(f"a node has an empty name ({n.op})")
         op = OPS.get(n.op)
         if op is None:
             raise InternalError(f"node {n.name!r} has unknown op {n.op!r}")

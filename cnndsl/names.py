@@ -87,11 +87,3 @@ def module_paths(graph: Graph) -> dict[str, tuple[str, ...]]:
             path += (key,)
         paths[n.name] = path
     return paths
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """Text safe for a terminal or a one-line comment: control, format and line-break characters escaped."""
-    if text.isprintable() and len(text) <= limit:
-        return text
-    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-    return out if len(out) <= limit else out[:limit] + "..."

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import CnnDslError
-from .names import printable
+from .errors import printable
 
 
 class RunError(CnnDslError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
+from .errors import printable
 from .ops import OPS
 from .report import Report
 
@@ -43,11 +44,11 @@ def rows(report: Report) -> list[tuple[str, tuple[str, ...]]]:
     for n in g.nodes[1:]:
         if n.stage != stage:
             stage = n.stage
-            out.append(("stage", (stage,)))
+            out.append(("stage", (printable(stage),)))
         params = report.params[n.name]
         macs = report.macs[n.name] * report.batch
         short = n.name[len(stage) + 1:] if n.name.startswith(stage + ".") else n.name
-        out.append(("layer", ("  " + short, OPS[n.op].describe(n.attrs) if n.op in ("conv", "fc") else n.op,
+        out.append(("layer", ("  " + printable(short, 80), OPS[n.op].describe(n.attrs) if n.op in ("conv", "fc") else n.op,
                               "x".join(map(str, n.shape)), f"{params:,}" if params else "",
                               _human(macs) if macs else "", _rf(report.rf[n.name]))))
     t = report.totals
@@ -69,7 +70,7 @@ def table_text(report: Report) -> Text:
 
     rule = "─" * (sum(widths) + len(GAP) * (len(widths) - 1))
     g = report.graph
-    title = f"{g.filename}: input {'x'.join(map(str, g.input_shape))} (CxHxW), batch {report.batch}"
+    title = f"{printable(g.filename)}: input {'x'.join(map(str, g.input_shape))} (CxHxW), batch {report.batch}"
     lines = [title, line([h for h, _ in COLUMNS]), rule]
     styled = [(1, "bold")]
     for i, (kind, cells) in enumerate(body):
@@ -105,7 +106,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
              f"activations {_bytes(t['activation_bytes'])} in all, "
              f"inference peak {_bytes(t['peak_activation_bytes'])}"]
     for w in report.warnings:
-        where = f"{g.filename}:{w['line']}:{w['column']}: " if w.get("line") else ""
-        lines.append(Text.assemble((f"{where}warning:", "yellow"), f" {w['message']}"))
+        where = f"{printable(g.filename)}:{w['line']}:{w['column']}: " if w.get("line") else ""
+        lines.append(Text.assemble((f"{where}warning:", "yellow"), f" {printable(w['message'], 2000)}"))
     for item in lines:
         console.print(item, highlight=False, soft_wrap=True)

@@ -5,7 +5,7 @@ from collections import Counter
 
 from .errors import CnnDslError
 from .ir import Graph, Node
-from .names import printable
+from .errors import printable
 from .ops import ACTIVATIONS
 
 

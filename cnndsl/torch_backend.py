@@ -4,8 +4,9 @@ from __future__ import annotations
 import keyword
 from typing import Callable, Optional
 
+from .errors import printable
 from .ir import Graph, Node
-from .names import module_paths, printable
+from .names import module_paths
 
 # ------------------------------------------------------ module builders ----
 # Each returns the constructor expression of the node's nn.Module, or None for ops done in forward().
