@@ -6,25 +6,66 @@ seed notes: reflection, random crops (translations), random scaling, exposure an
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 AUGMENTATIONS = {"flip": 0.5, "crop": 4, "scale": 0.1, "exposure": 0.2, "saturation": 0.2}
 PRESETS = {"none": {}, "standard": {"flip": 0.5, "crop": 4}, "all": dict(AUGMENTATIONS)}
+# the strengths each augmentation accepts: (low, high, whether high itself is allowed, what it means)
+RANGES = {"flip": (0.0, 1.0, True, "a probability"), "crop": (0.0, 1024.0, True, "a shift in pixels"),
+          "scale": (0.0, 1.0, False, "a fraction"), "exposure": (0.0, 1.0, False, "a fraction"),
+          "saturation": (0.0, 1.0, False, "a fraction")}
+
+
+def _known(name: str) -> None:
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation '{name[:40]}'; choose from {', '.join(AUGMENTATIONS)} "
+                         f"or a preset ({', '.join(PRESETS)})")
+
+
+def check_strength(name: str, value) -> float:
+    """`value` as a float if it is a finite number in `name`'s range (RANGES), else a ValueError saying why."""
+    _known(name)
+    low, high, closed, meaning = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"augmentation '{name}' needs a finite number ({meaning}), got {str(value)[:40]!r}")
+    if not (low <= value <= high if closed else low <= value < high):
+        raise ValueError(f"augmentation '{name}={value:g}' is out of range: {meaning} from {low:g} to {high:g}"
+                         f"{'' if closed else ' (exclusive)'}")
+    return float(value)
+
+
+def check_augment(augment: Optional[dict]) -> dict:
+    """{name: strength} with every name known and every strength in range (see check_strength)."""
+    if not augment:
+        return {}
+    if not isinstance(augment, dict):
+        raise ValueError(f"augmentation must be a dict of name -> strength, not a {type(augment).__name__}")
+    return {name: check_strength(name, value) for name, value in augment.items()}
 
 
 def parse_augment(text: Optional[str]) -> dict:
-    """`flip,crop=4,scale=0.1` or a preset (none, standard, all) -> {name: strength}."""
+    """`flip,crop=4,scale=0.1` or a preset (none, standard, all) -> {name: strength}; a ValueError names a bad
+    part (unknown, repeated, not a number, NaN/infinite or out of range)."""
     if not text:
         return {}
     if text in PRESETS:
         return dict(PRESETS[text])
     out = {}
     for part in text.split(","):
-        name, _, value = part.strip().partition("=")
-        if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation '{name}'; choose from {', '.join(AUGMENTATIONS)} "
-                             f"or a preset ({', '.join(PRESETS)})")
-        out[name] = float(value) if value else AUGMENTATIONS[name]
+        name, eq, value = part.strip().partition("=")
+        name = name.strip()
+        _known(name)
+        if name in out:
+            raise ValueError(f"augmentation '{name}' is given twice")
+        if not eq:
+            out[name] = float(AUGMENTATIONS[name])
+            continue
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"augmentation '{name}' needs a number, got {value.strip()[:40]!r}") from None
+        out[name] = check_strength(name, number)
     return out
 
 
@@ -34,7 +75,7 @@ class Preprocess:
     def __init__(self, data_shape: tuple, target: tuple, train_images, augment: Optional[dict] = None):
         import torch
         self.data_shape, self.target = tuple(data_shape), tuple(target)
-        self.augment = dict(augment or {})
+        self.augment = check_augment(augment)
         c, h, w = self.data_shape
         tc, th, tw = self.target
         self.pad = None
@@ -53,6 +94,8 @@ class Preprocess:
 
     def _channels(self, x):
         c, tc = x.shape[1], self.target[0]
+        if c in (2, 4) and c != tc:     # grey + alpha, RGBA: drop the alpha channel, as Pillow converts them
+            x, c = x[:, :c - 1], c - 1
         if c == tc:
             return x
         if c == 1:
@@ -60,7 +103,9 @@ class Preprocess:
         if tc == 1 and c == 3:
             weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             return (x * weights).sum(1, keepdim=True)
-        raise ValueError(f"cannot turn {c}-channel images into the spec's {tc} channels")
+        from .data import DataError
+        raise DataError(f"cannot turn {c}-channel images into the spec's {tc} channels",
+                        hint="give grey or RGB images, or a spec whose input has 1 or 3 channels")
 
     def __call__(self, batch, generator=None, train: bool = False):
         """Normalised input; `generator` draws the augmentation (the whole batch at once)."""

@@ -4,23 +4,27 @@ The library reports progress through a callback and never prints; `cnndsl train`
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import random
+import secrets
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Optional
 
-from .data import DataError, Dataset, Split
+from .data import MAX_CLASSES, DataError, Dataset, Split, check_dataset
 from .errors import CnnDslError
 from .ir import Graph, Node, verify
 from .names import module_paths
 from .ops import OPS
-from .weights import load_checkpoint, state_dict_of  # noqa: F401  (re-exported for callers)
+from .weights import WeightsError, check_tensor, load_checkpoint, state_dict_of  # noqa: F401  (re-exported)
 
 
 class TrainError(CnnDslError):
@@ -52,6 +56,57 @@ class TrainConfig:
     init_torchvision: Optional[str] = None  # start from a torchvision state dict file (matched by structure)
     label_smoothing: float = 0.0
     limit_train: Optional[int] = None       # use only the first N training images (quick experiments)
+
+
+def _finite(value) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_config(c: TrainConfig) -> TrainConfig:
+    """`c` if every value is of the right kind and in range, else a TrainError naming the first that is not.
+    The CLI checks its flags too; this guards callers of the library (and the numbers a checkpoint carries)."""
+    from .augment import check_augment
+
+    def whole(name, value, low, high=None, optional=False):
+        if optional and value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+            bound = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+            raise TrainError(f"{name} must be a whole number {bound}, got {value!r}")
+
+    def number(name, value, low, high, low_open=False, high_open=False):
+        if not (_finite(value) and (low < value if low_open else low <= value)
+                and (value < high if high_open else value <= high)):
+            span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise TrainError(f"{name} must be a finite number in {span}, got {value!r}")
+    whole("epochs", c.epochs, 1, 10 ** 6)
+    whole("batch_size", c.batch_size, 1, 1 << 20)
+    whole("seed", c.seed, -(1 << 63), (1 << 63) - 1)
+    whole("classes", c.classes, 1, MAX_CLASSES, optional=True)
+    whole("limit_train", c.limit_train, 1, optional=True)
+    if c.lr is not None:
+        number("lr", c.lr, 0, 1000, low_open=True)
+    number("weight_decay", c.weight_decay, 0, 10)
+    if c.optimizer == "sgd":
+        number("momentum", c.momentum, 0, 1, low_open=True, high_open=True)   # SGD here is Nesterov's
+    else:
+        number("momentum", c.momentum, 0, 1, high_open=True)
+    number("warmup_epochs", c.warmup_epochs, 0, 10 ** 6)
+    number("backbone_lr", c.backbone_lr, 0, 1000)
+    number("label_smoothing", c.label_smoothing, 0, 1)
+    for name, value, choices in (("optimizer", c.optimizer, ("sgd", "adamw")),
+                                 ("schedule", c.schedule, ("cosine", "step", "constant")),
+                                 ("amp", c.amp, ("bf16", "fp16", "off"))):
+        if value not in choices:
+            raise TrainError(f"unknown {name} {value!r}", hint=f"choose {', '.join(choices)}")
+    if not isinstance(c.freeze, (tuple, list)) or not all(isinstance(f, str) for f in c.freeze):
+        raise TrainError(f"freeze must be a tuple of labels or stages, got {c.freeze!r}")
+    try:
+        check_augment(c.augment)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    return c
 
 
 # ---------------------------------------------------------------- graph --
@@ -95,8 +150,21 @@ def pick_device(name: str) -> str:
     import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("CUDA was asked for but torch sees no GPU", hint="use --device cpu or auto")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise TrainError(f"unknown device {str(name)[:40]!r}", hint="use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError("CUDA was asked for but torch sees no GPU", hint="use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrainError(f"there is no {name}: torch sees {torch.cuda.device_count()} GPU(s)",
+                             hint="use cuda:0 .. cuda:N-1, or cuda")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise TrainError("MPS was asked for but torch cannot use it", hint="use --device cpu or auto")
+    elif device.type != "cpu":
+        raise TrainError(f"device {name!r} is not supported", hint="use auto, cpu, cuda or cuda:N")
     return name
 
 
@@ -122,32 +190,155 @@ def _generator(device: str, *seed_parts: int):
 
 # ----------------------------------------------------------- checkpoint --
 
+class _SigintDeferred:
+    """Hold SIGINT while the block runs (main thread only), then hand it to the handler that was in place: a
+    Ctrl-C during a checkpoint save lands after the file is complete."""
+
+    def __enter__(self):
+        self.caught, self.previous = [], None
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):
+                self.previous = signal.signal(signal.SIGINT, lambda signum, frame: self.caught.append(signum))
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is None:
+            return
+        signal.signal(signal.SIGINT, self.previous)
+        if self.caught:
+            if callable(self.previous):
+                self.previous(signal.SIGINT, None)
+            elif self.previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return f"{type(e).__name__}: {str(e).strip()[:160]}"
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Atomically: write a temporary file beside the target, then rename it over the target."""
+    """Atomically: write a temporary file beside the target, then rename it over the target. SIGINT waits until
+    the file is complete; on any failure the temporary file is removed and the target is left as it was, and a
+    failure to write (a full disk, a read-only folder) is a TrainError."""
     import torch
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _SigintDeferred():
+        for _ in range(100):    # a fresh name, created exclusively: never through a link someone placed there
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise TrainError(f"cannot write {path}: {_why(e)}") from None
+        else:
+            raise TrainError(f"cannot write {path}: no free temporary name beside it")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(e, (OSError, RuntimeError)):
+                full = isinstance(e, OSError) and e.errno == errno.ENOSPC or "write failed" in str(e)
+                raise TrainError(f"cannot write {path}: {_why(e)}",
+                                 hint="the disk is full" if full else "is the folder writable?") from None
+            raise
+
+
+def check_fits(model, state, what: str = "the weights", strict: bool = True) -> None:
+    """A TrainError unless `state` (name -> tensor) fits `model`: the first key whose shape differs is named
+    with both shapes; with `strict`, no key may be missing or unexpected."""
+    if not isinstance(state, dict):
+        raise TrainError(f"{what} are a {type(state).__name__}, not a state dict")
+    try:
+        for k, v in state.items():
+            check_tensor(k, v)
+    except WeightsError as e:
+        raise TrainError(f"{what}: {e.message}", hint=e.hint) from None
+    own = model.state_dict()
+    for k, v in own.items():
+        if k in state and tuple(state[k].shape) != tuple(v.shape):
+            raise TrainError(f"{what} do not fit the spec: '{k}' is {tuple(state[k].shape)} there but "
+                             f"{tuple(v.shape)} in the spec's model",
+                             hint="were they trained from another spec, or with another --classes?")
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    if strict and (missing or unexpected):
+        raise TrainError(f"{what} do not fit the spec: {len(missing)} missing (e.g. {missing[:2]}), "
+                         f"{len(unexpected)} unexpected (e.g. {[k[:80] for k in unexpected[:2]]})")
 
 
 def build_model(graph: Graph, weights: Optional[dict] = None):
     from .torch_backend import to_torch
     model = to_torch(graph, logits=True)
     if weights is not None:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise TrainError(f"the weights do not fit the spec: {len(missing)} missing "
-                             f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+        check_fits(model, weights)
+        try:
+            model.load_state_dict(weights, strict=False)
+        except RuntimeError as e:
+            raise TrainError(f"the weights do not fit the spec: {str(e).strip()[:200]}") from None
     return model
+
+
+def fit_head(graph: Graph, state: dict) -> Graph:
+    """`graph` with its classifier as wide as the one in `state` (a model trained with --classes), for eval and
+    predict; a classifier weight that is not outputs x inputs is a TrainError."""
+    key = ".".join(module_paths(graph)[classifier(graph).name]) + ".weight"
+    weight = state.get(key)
+    if weight is None:
+        return graph
+    shape = tuple(getattr(weight, "shape", ()))
+    if len(shape) != 2 or not 1 <= shape[0] <= MAX_CLASSES:
+        raise TrainError(f"the checkpoint's classifier '{key}' has shape {shape}; it should be outputs x inputs")
+    return graph if shape[0] == graph.output.shape[0] else replace_head(graph, shape[0])
+
+
+def checkpoint_norm(payload: dict, channels: int):
+    """The normalisation a checkpoint was trained with, as (mean, std) of shape 1 x C x 1 x 1, or None if it
+    carries none; a TrainError if it does not match the spec's `channels`."""
+    import torch
+    if "norm_mean" not in payload and "norm_std" not in payload:
+        return None
+    mean, std = payload.get("norm_mean"), payload.get("norm_std")
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (mean, std)):
+        raise TrainError("the checkpoint's norm_mean and norm_std must both be float tensors")
+    if mean.numel() != channels or std.numel() != channels:
+        raise TrainError(f"the checkpoint normalises {mean.numel()} channels but the spec's input has {channels}",
+                         hint="was it trained from another spec?")
+    if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all()) and bool((std > 0).all())):
+        raise TrainError("the checkpoint's norm_mean and norm_std must be finite (and std > 0)")
+    return mean.float().reshape(1, -1, 1, 1), std.float().reshape(1, -1, 1, 1)
 
 
 # ------------------------------------------------------------- training --
 
 class Interrupted(Exception):
     """Training stopped on SIGINT after saving a checkpoint."""
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "global_step", "best", "rng", "python_rng")
+
+
+def _like(current, saved) -> bool:
+    """Whether a value read from a checkpoint has the kind of the value in place (bools, finite numbers, strings,
+    None, and lists, tuples and dicts of such), so that loading it cannot make a later step fail."""
+    if isinstance(current, bool) or current is None:
+        return saved is None or isinstance(saved, bool)
+    if isinstance(current, (int, float)):
+        return _finite(saved)
+    if isinstance(current, str):
+        return isinstance(saved, str)
+    if isinstance(current, (list, tuple)):
+        return (isinstance(saved, (list, tuple)) and len(saved) == len(current)
+                and all(_like(c, s) for c, s in zip(current, saved)))
+    if isinstance(current, dict):
+        return isinstance(saved, dict) and all(k in current and _like(current[k], v) for k, v in saved.items())
+    return type(saved) is type(current)
 
 
 class Trainer:
@@ -158,6 +349,8 @@ class Trainer:
         from .augment import Preprocess
         self.config, self.out, self.rank, self.world = config, out, rank, world
         self.progress = progress or (lambda event: None)
+        check_config(config)
+        check_dataset(dataset)
         self.device = pick_device(config.device)
         if world > 1 and self.device.startswith("cuda"):
             self.device = f"cuda:{rank % torch.cuda.device_count()}"
@@ -289,29 +482,142 @@ class Trainer:
         return payload
 
     def restore(self, payload: dict) -> None:
+        """Continue from a checkpoint of this run (see checkpoint()). Every part is checked before any is used: a
+        damaged or foreign checkpoint is a TrainError naming what is missing or wrong."""
         import torch
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.epoch, self.step = int(payload["epoch"]), int(payload["step"])
-        self.global_step, self.best = int(payload["global_step"]), float(payload["best"])
-        torch.set_rng_state(payload["rng"])
-        state = random.getstate()
-        random.setstate((state[0], tuple(payload["python_rng"]), state[2]))
+        self._check_restore(payload)
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.scaler.load_state_dict(payload["scaler"])
+            torch.set_rng_state(payload["rng"])
+            state = random.getstate()
+            random.setstate((state[0], tuple(payload["python_rng"]), state[2]))
+            if "cuda_rng" in payload and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(payload["cuda_rng"][:torch.cuda.device_count()])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+            raise TrainError(f"cannot resume from the checkpoint: {type(e).__name__}: {str(e).strip()[:200]}") \
+                from None
+        self.epoch, self.step = payload["epoch"], payload["step"]
+        self.global_step, self.best = payload["global_step"], float(payload["best"])
+
+    def _check_restore(self, payload) -> None:
+        import torch
+        if not isinstance(payload, dict):
+            raise TrainError(f"the checkpoint is a {type(payload).__name__}, not a dict")
+        missing = [k for k in RESUME_KEYS if k not in payload]
+        if missing:
+            raise TrainError(f"the checkpoint lacks {', '.join(missing)}",
+                             hint="--resume needs the last.pt that cnndsl train wrote; to start from other weights, "
+                                  "use --init")
+        check_fits(self.model, payload["model"], "the checkpoint's weights")
+        for key in ("epoch", "step", "global_step"):
+            if not isinstance(payload[key], int) or isinstance(payload[key], bool) or payload[key] < 0:
+                raise TrainError(f"the checkpoint's {key} must be a whole number >= 0, got {str(payload[key])[:40]}")
+        if payload["step"] > self.steps_per_epoch:
+            raise TrainError(f"the checkpoint stopped at step {payload['step']} of an epoch, but an epoch now has "
+                             f"{self.steps_per_epoch} steps", hint="resume with the --batch-size the run used")
+        if not (_finite(payload["best"]) and -1 <= payload["best"] <= 1):
+            raise TrainError(f"the checkpoint's best accuracy must be a number in [-1, 1], got "
+                             f"{str(payload['best'])[:40]}")
+        rng = payload["rng"]
+        if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.shape == torch.get_rng_state().shape):
+            raise TrainError("the checkpoint's rng is not torch's random state (a byte tensor)")
+        py = payload["python_rng"]
+        if not (isinstance(py, (list, tuple)) and len(py) == 625 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                        and 0 <= v < 1 << 32 for v in py)
+                and py[-1] <= 624):
+            raise TrainError("the checkpoint's python_rng is not Python's random state (625 numbers)")
         if "cuda_rng" in payload and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+            cuda = payload["cuda_rng"]
+            if not (isinstance(cuda, (list, tuple)) and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8
+                                                             for t in cuda)):
+                raise TrainError("the checkpoint's cuda_rng is not a list of GPU random states (byte tensors)")
+        self._check_optimizer(payload["optimizer"])
+        for key, current in (("scheduler", self.scheduler.state_dict()), ("scaler", self.scaler.state_dict())):
+            saved = payload[key]
+            if not isinstance(saved, dict):
+                raise TrainError(f"the checkpoint's {key} is a {type(saved).__name__}, not a dict")
+            if key == "scaler" and not current:
+                continue        # a disabled scaler ignores its state
+            wrong = next((k for k in saved if k not in current or not _like(current[k], saved[k])), None)
+            if wrong is None and key == "scaler":
+                wrong = next((k for k in current if k not in saved), None)
+            if wrong is not None:
+                raise TrainError(f"the checkpoint's {key} state has a missing, unknown or malformed "
+                                 f"'{str(wrong)[:40]}'")
+
+    def _check_optimizer(self, saved) -> None:
+        """The optimizer's state must be this optimizer's: the same groups and settings, and per-parameter buffers
+        (momentum, Adam's moments) of the parameters' shapes, all finite."""
+        import torch
+        groups = self.optimizer.param_groups
+        if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
+                and isinstance(saved.get("param_groups"), list) and len(saved["param_groups"]) == len(groups)):
+            raise TrainError(f"the checkpoint's optimizer state is not that of {len(groups)} parameter group(s) of "
+                             f"{self.config.optimizer}", hint="resume with the settings the run used")
+        params = {}
+        for group, old in zip(groups, saved["param_groups"]):
+            ids = old.get("params") if isinstance(old, dict) else None
+            if not (isinstance(ids, list) and len(ids) == len(group["params"])):
+                raise TrainError("the checkpoint's optimizer has other parameters than this model",
+                                 hint="resume with the settings the run used (--freeze, --classes)")
+            for key, value in old.items():
+                if key != "params" and key in group and not _like(group[key], value):
+                    raise TrainError(f"the checkpoint's optimizer setting '{key}' is malformed: {str(value)[:40]}")
+            if not (_finite(old.get("lr", 0)) and old.get("lr", 0) >= 0):
+                raise TrainError("the checkpoint's learning rate must be a finite number >= 0")
+            params.update(zip(ids, group["params"]))
+        needed = {"sgd": set(), "adamw": {"step", "exp_avg", "exp_avg_sq"}}[self.config.optimizer]
+        for pid, state in saved["state"].items():
+            if pid not in params or not isinstance(state, dict) or (state and not needed <= set(state)):
+                raise TrainError(f"the checkpoint's optimizer state for parameter {str(pid)[:20]} is unknown or "
+                                 f"lacks {', '.join(sorted(needed))}")
+            for key, value in state.items():
+                if value is None and key == "momentum_buffer":
+                    continue
+                ok = isinstance(value, torch.Tensor) and value.is_floating_point() and bool(torch.isfinite(value).all())
+                if ok and key == "step":
+                    ok = value.numel() == 1 and float(value) >= 0
+                elif ok:
+                    ok = value.shape == params[pid].shape
+                if not ok:
+                    raise TrainError(f"the checkpoint's optimizer buffer '{str(key)[:40]}' does not fit its parameter "
+                                     f"(shape {tuple(params[pid].shape)})")
+
+    def _out_dir(self) -> Path:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainError(f"cannot create the run folder {self.out}: {_why(e)}") from None
+        return self.out
 
     def save(self, name: str = "last.pt") -> None:
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(self.out / name, self.checkpoint())
+            save_checkpoint(self._out_dir() / name, self.checkpoint())
 
     def log(self, record: dict) -> None:
+        """Append one line to metrics.jsonl; a failed write is undone (no half line) and is a TrainError."""
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            path = self._out_dir() / "metrics.jsonl"
+            data = (json.dumps(record) + "\n").encode()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                try:
+                    start = os.lseek(fd, 0, os.SEEK_END)
+                    try:
+                        while data:
+                            data = data[os.write(fd, data):]
+                    except OSError:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, start)
+                        raise
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise TrainError(f"cannot write {path}: {_why(e)}",
+                                 hint="the disk is full" if e.errno == errno.ENOSPC else None) from None
 
     # ---------------------------------------------------------------- loop --
     def run(self) -> dict:
@@ -412,9 +718,13 @@ def evaluate(model, split: Split, pre, device: str, batch: int = 512, amp: str =
     import torch.nn.functional as F
     model.eval()
     n = len(split.labels)
-    labels = torch.as_tensor(split.labels)
-    classes = int(max(labels.max().item() + 1, 1))
-    confusion = torch.zeros(classes, classes, dtype=torch.long)
+    if n == 0 or len(split.images) != n:
+        raise TrainError(f"cannot evaluate {len(split.images)} images with {n} labels")
+    labels = torch.as_tensor(split.labels).long()
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        raise TrainError(f"the data has a negative label ({low}); labels are class indices 0, 1, ...")
+    confusion = None
     correct_top = 0
     loss_sum = 0.0
     with torch.no_grad():
@@ -425,6 +735,12 @@ def evaluate(model, split: Split, pre, device: str, batch: int = 512, amp: str =
             yb = labels[start:start + batch].to(device)
             with _autocast(device, amp):
                 logits = model(xb).float()
+            if confusion is None:
+                if logits.dim() != 2 or high >= logits.shape[1]:
+                    raise TrainError(f"the data has labels up to {high} ({high + 1} classes) but the network gives "
+                                     f"{tuple(logits.shape[1:])} outputs",
+                                     hint="evaluate on data with the classes the network was trained on")
+                confusion = torch.zeros(logits.shape[1], logits.shape[1], dtype=torch.long)
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
             k = min(top, logits.shape[1])
             correct_top += (logits.topk(k, 1).indices == yb[:, None]).any(1).sum().item()
