@@ -1,6 +1,7 @@
 """AST -> IR: blocks, repeats, defaults, fused batch norm, residual projections, names and spans."""
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Optional
 
 from . import limits
@@ -20,13 +21,40 @@ _ERROR_KINDS = {"shape": ShapeError, "name": NameError_, "limit": LimitError, "v
 
 
 class Scope:
-    """A naming scope: a dotted prefix and per-kind counters for automatic names."""
+    """A naming scope: a dotted prefix, per-kind counters for automatic names, and the names they must skip.
 
-    __slots__ = ("prefix", "counters")
+    `labels` maps each label written directly in the scope (or, at the top, each stage name) to its span:
+    an automatic name never takes one, so a label later in the scope cannot collide with an earlier node.
+    """
 
-    def __init__(self, prefix: str):
+    __slots__ = ("prefix", "counters", "labels")
+
+    def __init__(self, prefix: str, labels: Optional[dict] = None):
         self.prefix = prefix
         self.counters: dict[str, int] = {}
+        self.labels: dict[str, Optional[Span]] = labels or {}
+
+
+def scope_labels(nodes) -> dict[str, Span]:
+    """Labels (with their spans) written directly in the scope that lowers `nodes`, not in scopes inside it.
+
+    `nodes` are what the scope lowers: a labelled group's body, a block's body (a residual's body and
+    shortcut, for a block that is one residual unit), a residual's body and shortcut, or a branch. A
+    labelled item, a call, a residual or branches inside them open scopes of their own.
+    """
+    found: dict[str, Span] = {}
+    stack = [n for n in reversed(nodes) if n is not None]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, A.Labeled):
+            found.setdefault(node.label, node.label_span)
+        elif isinstance(node, A.Sequence):
+            stack.extend(reversed(node.items))
+        elif isinstance(node, A.Pipeline):
+            stack.extend(reversed(node.stages))
+        elif isinstance(node, A.Repeat):
+            stack.append(node.body)
+    return found
 
 
 class Pending(NamedTuple):
@@ -68,6 +96,10 @@ class _Lowering:
         self.spellings: dict[int, tuple] = {}    # id(Layer) -> (builder, layer, word)
         self.built: dict[tuple, list] = {}       # layer arguments + input shape -> [op, attrs, output shape]
         self.calls_done: dict[tuple, tuple] = {}  # block, arguments, input shape -> the nodes it lowered to
+        self.scope_labels: dict[int, dict] = {}    # id(syntax of a scope) -> scope_labels() of it
+        self.depth = 0                           # lower() calls in progress (MAX_DEPTH)
+        self.steps = 0                           # work done so far (MAX_STEPS)
+        self.where: Optional[Span] = None        # the item being lowered, for a RecursionError's diagnostic
 
     # ------------------------------------------------------------ errors --
     def error(self, cls, message: str, span: Optional[Span], hint: Optional[str] = None) -> CnnDslError:
@@ -90,20 +122,37 @@ class _Lowering:
     # ------------------------------------------------------------ naming --
     def fresh(self, kind: str, label: Optional[str] = None, span: Optional[Span] = None,
               scope: Optional[Scope] = None) -> str:
+        """A new node or scope name: `label` (plus a repeat's _N suffix) or the next free automatic `kindN`.
+
+        Automatic names skip every name used so far and every label of the scope (see Scope), so IR
+        names are unique; a label that is taken anyway (twice in one scope, or `a_2` beside `a` repeated)
+        is an error at that label.
+        """
         scope = scope or self.scope
         if label is not None:
             name = scope.prefix + label + self.label_suffix
             if name in self.names:
-                raise self.error(NameError_, f"the name '{name}' is already used", span,
-                                 "labels must be unique within their block")
+                hint = "labels must be unique within their block"
+                if self.label_suffix:
+                    hint += f"; inside a repeat, label '{label}' becomes {label}{self.label_suffix}"
+                raise self.error(NameError_, f"the name '{name}' is already used", span or self.where, hint)
             return name
         n = scope.counters.get(kind, 0)
+        sep = "_" if kind[-1].isdigit() else ""
         while True:
             n += 1
-            name = f"{scope.prefix}{kind}{'_' if kind[-1].isdigit() else ''}{n}"
-            if name not in self.names:
+            base = f"{kind}{sep}{n}"
+            name = scope.prefix + base
+            if name not in self.names and base not in scope.labels:
                 scope.counters[kind] = n
                 return name
+
+    def reserve(self, label: str, owner: str, what: str) -> None:
+        """Refuse a user label equal to a name lowering gives a node of its own (`add`, `proj`) in this scope."""
+        span = self.scope.labels.get(label)
+        if span is not None:
+            raise self.error(NameError_, f"the label '{label}' is taken: {what} in '{owner}' is named "
+                             f"'{self.scope.prefix}{label}'", span, "pick another label")
 
     def emit(self, name: str, op: str, inputs: tuple, attrs: dict, shape: tuple, span: Optional[Span],
              stage: Optional[str] = None, label: Optional[str] = None) -> str:
@@ -114,54 +163,99 @@ class _Lowering:
         self.nodes.append([name, op, inputs, attrs, shape, stage or self.stage, span, label])
         return name
 
-    def enter(self, segment: str) -> Scope:
+    def enter(self, segment: str, *syntax) -> Scope:
+        """Open the scope `segment` inside the current one for the items `syntax`; return the outer scope."""
         outer = self.scope
-        self.scope = Scope(f"{outer.prefix}{segment}.")
+        key = id(syntax[0]) if syntax else None      # the first item always comes with the same others
+        labels = self.scope_labels.get(key) if key is not None else None
+        if labels is None:
+            labels = scope_labels(syntax)
+            if key is not None:
+                self.scope_labels[key] = labels
+        self.scope = Scope(f"{outer.prefix}{segment}.", labels)
         return outer
 
     # ------------------------------------------------------- expressions --
     def value(self, expr, symbols: bool = False):
-        if isinstance(expr, A.Num):
-            return expr.value
-        if isinstance(expr, A.Dims):
+        """An expression's value: a number, dimensions, or (with `symbols`, for options) a bare word.
+
+        Evaluated with an explicit stack, so no expression can exhaust Python's recursion limit; every
+        result is a finite number of at most MAX_MAGNITUDE.
+        """
+        if isinstance(expr, (A.Num, A.Dims)):
             return expr.value
         if isinstance(expr, A.Var):
-            if expr.name in self.env:
-                return self.env[expr.name]
-            if symbols:
-                return expr.name.lower()
-            close = _close(expr.name, list(self.env), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else (
-                f"the block's parameters are: {', '.join(self.env)}" if self.env
-                else "names are only defined inside a block, as its parameters")
-            raise self.error(NameError_, f"unknown name '{expr.name}'", expr.span, hint)
-        if isinstance(expr, A.Neg):
-            v = self.value(expr.operand)
-            if isinstance(v, (tuple, str)):
-                raise self.error(ValueError_, "cannot negate this value", expr.span)
-            return -v
-        if isinstance(expr, A.BinOp):
-            a, b = self.value(expr.left), self.value(expr.right)
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
-                raise self.error(ValueError_, f"'{expr.op}' needs two numbers", expr.span)
-            if expr.op in ("/", "//", "%") and b == 0:
-                raise self.error(ValueError_, "division by zero", expr.right.span)
-            if expr.op == "+":
-                v = a + b
-            elif expr.op == "-":
-                v = a - b
-            elif expr.op == "*":
-                v = a * b
-            elif expr.op == "/":
-                v = a // b if isinstance(a, int) and isinstance(b, int) and a % b == 0 else a / b
-            elif expr.op == "//":
-                v = a // b
+            return self.lookup(expr, symbols)
+        values: list = []
+        stack: list = [(expr, False)]
+        while stack:
+            node, ready = stack.pop()
+            if ready:
+                if isinstance(node, A.Neg):
+                    values.append(self.negate(node, values.pop()))
+                else:
+                    b = values.pop()
+                    values.append(self.arith(node, values.pop(), b))
+                continue
+            self.steps += 1
+            if isinstance(node, (A.Num, A.Dims)):
+                values.append(node.value)
+            elif isinstance(node, A.Var):
+                values.append(self.lookup(node, False))
+            elif isinstance(node, A.BinOp):
+                stack += ((node, True), (node.right, False), (node.left, False))
+            elif isinstance(node, A.Neg):
+                stack += ((node, True), (node.operand, False))
             else:
-                v = a % b
-            if abs(v) > 10 ** 15:
-                raise self.error(LimitError, "arithmetic result is absurdly large", expr.span)
-            return v
-        raise self.error(ValueError_, "expected a number", getattr(expr, "span", None))
+                raise self.error(ValueError_, "expected a number", getattr(node, "span", None) or self.where)
+        self.check_steps(expr.span)
+        return values[0]
+
+    def lookup(self, expr: A.Var, symbols: bool):
+        if expr.name in self.env:
+            return self.env[expr.name]
+        if symbols:
+            return expr.name.lower()
+        close = _close(expr.name, list(self.env), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else (
+            f"the block's parameters are: {', '.join(self.env)}" if self.env
+            else "names are only defined inside a block, as its parameters")
+        raise self.error(NameError_, f"unknown name '{expr.name}'", expr.span, hint)
+
+    def negate(self, expr: A.Neg, v):
+        if isinstance(v, (tuple, str)):
+            raise self.error(ValueError_, "cannot negate this value", expr.span)
+        return -v
+
+    def arith(self, expr: A.BinOp, a, b):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+            raise self.error(ValueError_, f"'{expr.op}' needs two numbers", expr.span)
+        if expr.op in ("/", "//", "%") and b == 0:
+            raise self.error(ValueError_, "division by zero", expr.right.span)
+        if expr.op == "+":
+            v = a + b
+        elif expr.op == "-":
+            v = a - b
+        elif expr.op == "*":
+            v = a * b
+        elif expr.op == "/":
+            v = a // b if isinstance(a, int) and isinstance(b, int) and a % b == 0 else a / b
+        elif expr.op == "//":
+            v = a // b
+        else:
+            v = a % b
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.error(ValueError_, f"arithmetic gives {v}, which is not a finite number", expr.span,
+                             "keep numbers well below 1e308")
+        if abs(v) > limits.MAX_MAGNITUDE:
+            raise self.error(LimitError, "arithmetic result is absurdly large", expr.span,
+                             f"results may be at most {limits.MAX_MAGNITUDE:.0e} in size")
+        return v
+
+    def check_steps(self, span: Optional[Span]) -> None:
+        if self.steps > limits.MAX_STEPS:
+            raise self.error(LimitError, f"the spec takes more than {limits.MAX_STEPS:,} steps to lower", span,
+                             "lower the repeat counts, or simplify the expressions inside repeated blocks")
 
     # ----------------------------------------------------------- pending --
     def flush(self, cur: Cursor) -> Cursor:
@@ -184,7 +278,8 @@ class _Lowering:
 
     def layer_args(self, node: A.Layer) -> LayerArgs:
         if len(node.options) > 1 and len({o.name for o in node.options}) != len(node.options):
-            dup = next(o for i, o in enumerate(node.options) if o.name in {p.name for p in node.options[:i]})
+            seen: set[str] = set()
+            dup = next(o for o in node.options if o.name in seen or seen.add(o.name))
             raise self.error(NameError_, f"option '{dup.name}' given twice", dup.span)
         value = self.value
         return LayerArgs(node.word.lower(),
@@ -201,7 +296,7 @@ class _Lowering:
         build, node, word = found
         if build is None:
             if node.word in self.blocks and node.lead is None and node.size is None and not node.options:
-                return self.call(A.Call(node.word, (), node.span, node.word_span), cur, label)
+                return self.call(A.Call(node.word, (), node.span, node.word_span), cur, label, label_span)
             known = list(SPELLINGS) + list(self.blocks)
             close = _close(word, known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else \
@@ -271,7 +366,7 @@ class _Lowering:
             raise self.op_error(e, node, span) from None
 
     # ------------------------------------------------------------- calls --
-    def call(self, node: A.Call, cur: Cursor, label: Optional[str]) -> Cursor:
+    def call(self, node: A.Call, cur: Cursor, label: Optional[str], label_span: Optional[Span] = None) -> Cursor:
         block = self.blocks.get(node.name)
         if block is None:
             build = SPELLINGS.get(normalize_word(node.name))
@@ -286,7 +381,7 @@ class _Lowering:
         if len(self.calls) >= limits.MAX_CALL_DEPTH:
             raise self.error(LimitError, f"blocks nested more than {limits.MAX_CALL_DEPTH} calls deep", node.span)
         env = self.bind(block, node)
-        scope_name = self.fresh(node.name, label, node.span)
+        scope_name = self.fresh(node.name, label, label_span or node.span)
         key = None
         if cur.pending is None and self.replay_calls:   # nothing owed to what came before: the key decides all
             try:
@@ -296,7 +391,8 @@ class _Lowering:
                 key, recorded = None, None
             if recorded is not None:
                 return self.replay(recorded, scope_name, cur)
-        outer_env, outer_scope = self.env, self.enter(scope_name[len(self.scope.prefix):])
+        syntax = (block.body.body, block.body.shortcut) if isinstance(block.body, A.Res) else (block.body,)
+        outer_env, outer_scope = self.env, self.enter(scope_name[len(self.scope.prefix):], *syntax)
         self.names.add(scope_name)
         self.env = env
         self.calls.append((node.name, node.span))
@@ -337,10 +433,12 @@ class _Lowering:
         return Cursor(rename(out.node), out.shape, None)
 
     def bind(self, block: A.BlockDef, node: A.Call) -> dict:
-        sig = ", ".join(p.name if p.default is None else f"{p.name}={'...'}" for p in block.params)
         names = [p.name for p in block.params]
         env: dict[str, Any] = {}
         positional = [a for a in node.args if a.name is None]
+        self.steps += len(names) + len(node.args)     # at most MAX_PARAMS each
+        self.check_steps(node.span)
+        sig = ", ".join(p.name if p.default is None else f"{p.name}={'...'}" for p in block.params)
         if len(positional) > len(names):
             raise self.error(ValueError_, f"block '{block.name}' takes at most {len(names)} argument"
                              f"{'s' if len(names) != 1 else ''} ({sig}), got {len(positional)}",
@@ -384,36 +482,54 @@ class _Lowering:
 
     # ------------------------------------------------------ composition --
     def lower(self, node, cur: Cursor, label: Optional[str] = None, label_span: Optional[Span] = None) -> Cursor:
+        """Lower one item. Each nesting level costs at most three Python frames, and MAX_DEPTH bounds the levels."""
+        if isinstance(node, A.Labeled):
+            node, label, label_span = node.body, node.label, node.label_span
+        self.where = node.span
+        self.depth += 1
+        self.steps += 1
+        if self.depth > limits.MAX_DEPTH:
+            raise self.error(LimitError, f"the network nests more than {limits.MAX_DEPTH} levels deep "
+                             "(block calls included)", node.span, "flatten the nesting, or use fewer nested blocks")
+        if self.steps > limits.MAX_STEPS:
+            self.check_steps(node.span)
         if isinstance(node, A.Layer):
-            return self.layer(node, cur, label, label_span)
-        if isinstance(node, (A.Sequence, A.Pipeline)):
+            cur = self.layer(node, cur, label, label_span)
+        elif isinstance(node, (A.Sequence, A.Pipeline)):
             if label is not None:
-                return self.scoped(label, node, cur)
+                cur = self.scoped(label, label_span, node, cur)
+            else:
+                for item in (node.items if isinstance(node, A.Sequence) else node.stages):
+                    cur = self.lower(item, cur)
+        elif isinstance(node, A.Repeat):
+            cur = self.repeat(node, cur, label, label_span)
+        elif isinstance(node, A.Call):
+            cur = self.call(node, cur, label, label_span)
+        elif isinstance(node, A.Res):
+            cur = self.res(node, cur, label, label_span)
+        elif isinstance(node, A.Branches):
+            cur = self.branches(node, cur, label, label_span)
+        else:
+            raise self.error(ValueError_, f"unexpected {type(node).__name__}", getattr(node, "span", None))
+        self.depth -= 1      # not restored on an error: that ends lowering
+        return cur
+
+    def scoped(self, label: str, label_span: Optional[Span], node, cur: Cursor) -> Cursor:
+        """A labelled sequence, pipeline or repeat: its items in the scope `label`."""
+        name = self.fresh("group", label, label_span)
+        outer = self.enter(name[len(self.scope.prefix):], node)
+        self.names.add(name)
+        try:
+            if isinstance(node, A.Repeat):
+                return self.repeat(node, cur)
             for item in (node.items if isinstance(node, A.Sequence) else node.stages):
                 cur = self.lower(item, cur)
             return cur
-        if isinstance(node, A.Repeat):
-            return self.repeat(node, cur, label)
-        if isinstance(node, A.Labeled):
-            return self.lower(node.body, cur, node.label, node.label_span)
-        if isinstance(node, A.Call):
-            return self.call(node, cur, label)
-        if isinstance(node, A.Res):
-            return self.res(node, cur, label=label)
-        if isinstance(node, A.Branches):
-            return self.branches(node, cur, label=label)
-        raise self.error(ValueError_, f"unexpected {type(node).__name__}", getattr(node, "span", None))
-
-    def scoped(self, label: str, node, cur: Cursor) -> Cursor:
-        name = self.fresh("group", label)
-        outer = self.enter(name[len(self.scope.prefix):])
-        self.names.add(name)
-        try:
-            return self.lower(node, cur)
         finally:
             self.scope = outer
 
-    def repeat(self, node: A.Repeat, cur: Cursor, label: Optional[str]) -> Cursor:
+    def repeat(self, node: A.Repeat, cur: Cursor, label: Optional[str] = None,
+               label_span: Optional[Span] = None) -> Cursor:
         count = self.value(node.count)
         if isinstance(count, float) and count.is_integer():
             count = int(count)
@@ -424,7 +540,7 @@ class _Lowering:
             raise self.error(LimitError, f"repeat count {count:,} is beyond the limit of {limits.MAX_REPEAT:,}",
                              node.count.span, "networks this deep cannot be built or analyzed usefully")
         if label is not None:
-            return self.scoped(label, node, cur)
+            return self.scoped(label, label_span, node, cur)
         saved = self.label_suffix
         try:
             for i in range(count):
@@ -435,11 +551,16 @@ class _Lowering:
             self.label_suffix = saved
         return cur
 
-    def res(self, node: A.Res, cur: Cursor, label: Optional[str] = None, own_scope: bool = True) -> Cursor:
+    def res(self, node: A.Res, cur: Cursor, label: Optional[str] = None, label_span: Optional[Span] = None,
+            own_scope: bool = True) -> Cursor:
         cur = self.flush(cur)
-        outer = self.enter(self.fresh("res", label)[len(self.scope.prefix):]) if own_scope else self.scope
         if own_scope:
-            self.names.add(self.scope.prefix[:-1])
+            name = self.fresh("res", label, label_span)
+            outer = self.enter(name[len(self.scope.prefix):], node.body, node.shortcut)
+            self.names.add(name)
+            self.reserve("add", name, "the residual's addition")
+        else:
+            outer = self.scope
         try:
             first = len(self.nodes)
             body = self.lower(node.body, Cursor(cur.node, cur.shape, None))
@@ -454,7 +575,7 @@ class _Lowering:
                 raise self.error(ShapeError, f"residual shapes cannot be joined: the block gives "
                                  f"{fmt_shape(body.shape)}, its shortcut {fmt_shape(short.shape)}", node.span,
                                  "make the shortcut produce the block's shape")
-            add = self.emit(self.fresh("add", "add" if own_scope or label else None), "add",
+            add = self.emit(self.fresh("add", "add" if own_scope else None, node.span), "add",
                             (body.node, short.node), {}, body.shape, node.span)
             return self.flush(Cursor(add, body.shape, body.pending))
         finally:
@@ -476,21 +597,28 @@ class _Lowering:
             strides.append(s)
         # the ops' own builders: a 1x1 conv with the stride that maps the shapes, then (with BN) batch norm
         conv = OPS["conv"].build(LayerArgs("conv", 1, want[0], tuple(strides), {"bias": not has_bn}), have)
-        name = self.emit(self.fresh("conv", "proj"), "conv", (cur.node,), conv, want, span)
+        owner = self.scope.prefix[:-1]
+        self.reserve("proj", owner, "the residual's automatic projection")
+        name = self.emit(self.fresh("conv", "proj", span), "conv", (cur.node,), conv, want, span)
         if has_bn:
+            self.reserve("proj_bn", owner, "the batch norm of the residual's automatic projection")
             bn = OPS["bn"].build(LayerArgs("bn", None, None, None, {}), want)
-            name = self.emit(self.fresh("bn", "proj_bn"), "bn", (name,), bn, want, span)
+            name = self.emit(self.fresh("bn", "proj_bn", span), "bn", (name,), bn, want, span)
         return Cursor(name, want, None)
 
-    def branches(self, node: A.Branches, cur: Cursor, label: Optional[str] = None, own_scope: bool = True) -> Cursor:
+    def branches(self, node: A.Branches, cur: Cursor, label: Optional[str] = None,
+                 label_span: Optional[Span] = None, own_scope: bool = True) -> Cursor:
         cur = self.flush(cur)
-        outer = self.enter(self.fresh(node.merge, label)[len(self.scope.prefix):]) if own_scope else self.scope
         if own_scope:
-            self.names.add(self.scope.prefix[:-1])
+            name = self.fresh(node.merge, label, label_span)
+            outer = self.enter(name[len(self.scope.prefix):])     # holds only the branches and their merge
+            self.names.add(name)
+        else:
+            outer = self.scope
         try:
             outs = []
             for i, branch in enumerate(node.branches):
-                inner = self.enter(f"b{i + 1}")
+                inner = self.enter(f"b{i + 1}", branch)
                 try:
                     outs.append(self.flush(self.lower(branch, Cursor(cur.node, cur.shape, None))))
                 finally:
@@ -504,12 +632,64 @@ class _Lowering:
                 need = "the same height and width" if op == "concat" else "the same shape"
                 raise self.error(ShapeError, f"cannot {what} branches of mismatched sizes: {detail}", node.span,
                                  f"branches must give {need}") from None
-            name = self.emit(self.fresh(op, op), op, tuple(o.node for o in outs), {}, shape, node.span)
+            if shape[0] > limits.MAX_DIM:
+                raise self.error(LimitError, f"concatenating gives {shape[0]:,} channels, beyond the limit of "
+                                 f"{limits.MAX_DIM:,}", node.span)
+            name = self.emit(self.fresh(op, op, node.span), op, tuple(o.node for o in outs), {}, shape, node.span)
             return Cursor(name, shape, None)
         finally:
             self.scope = outer
 
     # --------------------------------------------------------- top level --
+    def stage_names(self, stages: list) -> list[str]:
+        """Each stage's name: its label, or `stageN` (N its position) unless some label anywhere is `stageN`.
+
+        An unlabelled stage whose `stageN` is a label, or taken by a stage before it, gets the next free
+        number, so no two stages share a name and no automatic stage name is a label.
+        """
+        labelled: dict[str, Span] = {}
+        for stage in stages:
+            if isinstance(stage, A.Labeled):
+                first = labelled.setdefault(stage.label, stage.label_span)
+                if first is not stage.label_span:
+                    raise NameError_(f"two stages are labelled '{stage.label}'", stage.label_span,
+                                     f"the first is at {first.line}:{first.column}; stage names must be unique")
+        taken = set(labelled)
+        if len(stages) > len(labelled):
+            bodies = [b for st in self.spec.statements if isinstance(st, A.BlockDef) for b in (st.body,)]
+            stack = bodies + [st for st in self.spec.statements if isinstance(st, (A.Pipeline, A.Sequence, A.Repeat,
+                                                                                    A.Labeled, A.Res, A.Branches))]
+            while stack:            # every label in the spec, in any scope or block
+                node = stack.pop()
+                if isinstance(node, A.Labeled):
+                    taken.add(node.label)
+                    stack.append(node.body)
+                elif isinstance(node, A.Sequence):
+                    stack.extend(node.items)
+                elif isinstance(node, A.Pipeline):
+                    stack.extend(node.stages)
+                elif isinstance(node, A.Repeat):
+                    stack.append(node.body)
+                elif isinstance(node, A.Res):
+                    stack.extend(n for n in (node.body, node.shortcut) if n is not None)
+                elif isinstance(node, A.Branches):
+                    stack.extend(node.branches)
+        names = []
+        for index, stage in enumerate(stages, 1):
+            if isinstance(stage, A.Labeled):
+                names.append(stage.label)
+                continue
+            while f"stage{index}" in taken:
+                index += 1
+            taken.add(f"stage{index}")
+            names.append(f"stage{index}")
+        return names
+
+    def lone_call(self, node) -> bool:
+        """Is this stage one block call and nothing else?"""
+        return isinstance(node, A.Call) or (isinstance(node, A.Layer) and node.word in self.blocks
+                                            and node.lead is None and node.size is None and not node.options)
+
     def run(self) -> list:
         dims = self.input_override
         input_span = None
@@ -523,8 +703,8 @@ class _Lowering:
                 if normalize_word(st.name) in SPELLINGS:
                     raise NameError_(f"'{st.name}' is a built-in layer and cannot be a block name", st.name_span,
                                      "pick another name")
-                names = [p.name for p in st.params]
-                dup = next((p for i, p in enumerate(st.params) if p.name in names[:i]), None)
+                seen: set[str] = set()
+                dup = next((p for p in st.params if p.name in seen or seen.add(p.name)), None)
                 if dup is not None:
                     raise NameError_(f"parameter '{dup.name}' appears twice", dup.span)
                 self.blocks[st.name] = st
@@ -577,18 +757,25 @@ class _Lowering:
             raise LimitError(f"input {h}x{w}x{c} is out of range", input_span)
         self.emit("input", "input", (), {}, (c, h, w), input_span, stage="input")
         cur = Cursor("input", (c, h, w), None)
-        index = 0
-        for pipe in pipelines:
-            stages = pipe.stages if isinstance(pipe, A.Pipeline) else (pipe,)
-            for stage in stages:
-                index += 1
-                if isinstance(stage, A.Labeled):
-                    self.stage = stage.label
-                    if stage.label in self.names:
-                        raise NameError_(f"the name '{stage.label}' is already used", stage.label_span)
-                else:
-                    self.stage = f"stage{index}"
+        stages = [stage for pipe in pipelines for stage in (pipe.stages if isinstance(pipe, A.Pipeline) else (pipe,))]
+        root = self.scope = Scope("", scope_labels(pipelines))
+        for stage, name in zip(stages, self.stage_names(stages)):
+            self.stage = name
+            if isinstance(stage, A.Labeled):
+                if stage.label in self.names:
+                    raise NameError_(f"the name '{stage.label}' is already used", stage.label_span,
+                                     "stage labels must differ from the labels and names before them")
                 cur = self.lower(stage, cur)
+            elif self.lone_call(stage):     # its scope may be named after the stage: every node is inside it
+                cur = self.lower(stage, cur)
+            else:
+                # A node `stage2.x` beside a node `x` in the stage `stage2` would share the module path
+                # stage2.x (names.module_paths drops a scope named like its stage): here no top-level
+                # automatic name is the stage's name. (Labels never are: stage names skip them.)
+                root.labels[name] = None
+                cur = self.lower(stage, cur)
+                del root.labels[name]
+            self.names.add(name)
         if cur.pending is not None and self.nodes[cur.pending.owner][1] == "fc":
             cur = Cursor(cur.node, cur.shape, None)   # the classifier outputs logits
         self.flush(cur)
@@ -599,7 +786,11 @@ def lower(spec: A.Spec, source: str = "", filename: str = "<spec>",
           input_shape: Optional[tuple[int, int, int]] = None) -> Graph:
     """Lower a parsed spec to a verified IR graph. `input_shape` (H, W, C) overrides the spec's."""
     lowering = _Lowering(spec, input_shape)
-    rows = lowering.run()
+    try:
+        rows = lowering.run()
+    except RecursionError:      # MAX_DEPTH keeps lowering far from the limit; this is a last resort
+        raise lowering.error(LimitError, "the network nests too deeply to lower", lowering.where,
+                             "flatten the nesting, or use fewer nested blocks") from None
     nodes = []
     for name, op, inputs, attrs, shape, stage, span, label in rows:
         attrs.pop("bias_default", None)

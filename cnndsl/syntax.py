@@ -1,6 +1,7 @@
 """The Lark parser (built once) and the transformer from tokens to a frozen AST."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
@@ -32,11 +33,13 @@ class BinOp(NamedTuple):
     left: Any
     right: Any
     span: Span
+    depth: int = 1               # operators on the longest path down to a leaf (bounded by MAX_EXPR_DEPTH)
 
 
 class Neg(NamedTuple):
     operand: Any
     span: Span
+    depth: int = 1
 
 
 class Option(NamedTuple):
@@ -177,14 +180,26 @@ def _int(tok, text: Optional[str] = None, span: Optional[Span] = None) -> int:
 
 
 def _float(tok) -> float:
+    """The finite, nonzero-if-written-nonzero float in a token: no literal turns into inf or silently into 0."""
     text = str(tok)
-    if len(text) > 32:
-        raise LimitError("number literal too long", tok_span(tok), "write at most 32 characters")
-    return float(text)
+    if len(text) > limits.MAX_FLOAT_CHARS:
+        raise LimitError(f"number literal {text[:20]}... has {len(text)} characters", tok_span(tok),
+                         f"write at most {limits.MAX_FLOAT_CHARS} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise LimitError(f"number {text} is too large to represent", tok_span(tok),
+                         "numbers must be below about 1.8e308")
+    if value == 0.0 and re.search(r"[1-9]", text.lower().partition("e")[0]):
+        raise ValueError_(f"number {text} is too small to represent: it would be read as 0", tok_span(tok),
+                          "numbers must be 0 or at least about 5e-324 in size; write 0 if you mean 0")
+    return value
 
 
 def _dims(tok) -> tuple[int, ...]:
     parts = re.split(r"[x\u00d7X]", str(tok))
+    if len(parts) > limits.MAX_DIMS:
+        raise LimitError(f"dimensions with {len(parts)} parts", tok_span(tok),
+                         f"dimensions have at most {limits.MAX_DIMS} parts, as in 32x32x3")
     for p in parts:
         if len(p) > limits.MAX_INT_DIGITS:
             raise LimitError(f"dimension {p[:20]}... has {len(p)} digits", tok_span(tok),
@@ -192,7 +207,24 @@ def _dims(tok) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-_PACKED = re.compile(r"([a-z_]+)(\d+)-(\d+)", re.IGNORECASE)    # the LAYER terminal's parts
+_PACKED = re.compile(r"([a-z_]+)([0-9]+)-([0-9]+)", re.IGNORECASE | re.ASCII)    # the LAYER terminal's parts
+
+
+def _check_count(items, limit: int, what: str, span: Span) -> None:
+    if len(items) > limit:
+        raise LimitError(f"{len(items):,} {what}", span, f"at most {limit} are allowed")
+
+
+def _depth(node) -> int:
+    return node.depth if isinstance(node, (BinOp, Neg)) else 0
+
+
+def _deep(depth: int, span: Span) -> int:
+    """An expression's depth, refused beyond MAX_EXPR_DEPTH so no walk over it can recurse without bound."""
+    if depth > limits.MAX_EXPR_DEPTH:
+        raise LimitError(f"expression nests more than {limits.MAX_EXPR_DEPTH} operators deep", span,
+                         "split the arithmetic up, e.g. into block parameters")
+    return depth
 
 
 class _ToAst:
@@ -208,13 +240,17 @@ class _ToAst:
         return ActivationStmt(c[1], _span_of(c))
 
     def augment_stmt(self, c):
-        return AugmentStmt(tuple(o for o in c[1:] if o is not None), _span_of([c[0], *[o for o in c[1:] if o]]))
+        options = tuple(o for o in c[1:] if o is not None)
+        span = _span_of([c[0], *options])
+        _check_count(options, limits.MAX_OPTIONS, "augment options", span)
+        return AugmentStmt(options, span)
 
     def param(self, c):
         return Param(str(c[0]), c[1], _span_of(c))
 
     def block_def(self, c):
         params = tuple(p for p in c[2:-1] if p is not None)
+        _check_count(params, limits.MAX_PARAMS, "block parameters", tok_span(c[1]))
         return BlockDef(str(c[1]), params, c[-1], _span_of(c), tok_span(c[1]))
 
     def pipeline(self, c):
@@ -258,6 +294,7 @@ class _ToAst:
 
     def call(self, c):
         args = tuple(a for a in c[1:] if a is not None)
+        _check_count(args, limits.MAX_PARAMS, "arguments", tok_span(c[0]))
         return Call(str(c[0]), args, _span_of(c), tok_span(c[0]))
 
     def arg(self, c):
@@ -282,7 +319,10 @@ class _ToAst:
         return Layer(m.group(1), lead, size, stride, opts or (), _span_of([tok, stride, opts]), word_span)
 
     def options(self, c):
-        return Options((o for o in c[1:-1] if isinstance(o, Option)), _span_of([c[0], c[-1]]))
+        items = [o for o in c[1:-1] if isinstance(o, Option)]
+        span = _span_of([c[0], c[-1]])
+        _check_count(items, limits.MAX_OPTIONS, "options", span)
+        return Options(items, span)
 
     def option(self, c):
         return Option(str(c[0]).lower(), c[1], _span_of(c))
@@ -306,11 +346,13 @@ class _ToAst:
         return Var(str(c[0]), tok_span(c[0]))
 
     def neg_expr(self, c):
-        return Neg(c[0], _span_of(c))
+        span = _span_of(c)
+        return Neg(c[0], span, _deep(_depth(c[0]) + 1, span))
 
     def _bin(op):
         def build(self, c):
-            return BinOp(op, c[0], c[1], _span_of(c))
+            span = _span_of(c)
+            return BinOp(op, c[0], c[1], span, _deep(max(_depth(c[0]), _depth(c[1])) + 1, span))
         return build
 
     add_expr, sub_expr, mul_expr = _bin("+"), _bin("-"), _bin("*")
@@ -327,11 +369,16 @@ class _Continuations:
     _CONTINUE_AFTER = frozenset(["|", "+", ",", "=", "(", "[", "{", "-", "/", "*", "//", "%"])
     _CONTINUE_BEFORE = frozenset(["|", "+"])
 
+    _NAMED = frozenset(["WORD", "LABEL", "LAYER"])
+
     def process(self, stream):
         depth = 0
         prev = None
         newline = None
         for tok in stream:
+            if tok.type in self._NAMED and len(tok) > limits.MAX_NAME_CHARS:
+                raise LimitError(f"name {str(tok)[:20]}... is {len(tok):,} characters long", tok_span(tok),
+                                 f"names may have at most {limits.MAX_NAME_CHARS} characters")
             if tok.type == "_NL":
                 if depth == 0 and prev is not None and prev.value not in self._CONTINUE_AFTER:
                     newline = tok
@@ -358,8 +405,9 @@ def _parser():
     if _PARSER is None:
         from lark import Lark
         grammar = GRAMMAR_PATH.read_text(encoding="utf-8")
+        # re.ASCII: `/i` folds only ASCII letters and [0-9] only ASCII digits (see the grammar's terminals)
         kwargs = dict(parser="lalr", lexer="basic", transformer=_ToAst(), postlex=_Continuations(),
-                      maybe_placeholders=True)
+                      maybe_placeholders=True, g_regex_flags=re.ASCII)
         try:
             _PARSER = Lark(grammar, cache=True, **kwargs)
         except OSError:  # no writable temp dir for the cache
@@ -423,6 +471,26 @@ def check_brackets(text: str) -> None:
                            f"add the matching '{closer}'")
 
 
+def _non_ascii(text: str, pos: int) -> SyntaxError_:
+    """A non-ASCII character outside a comment: name it, and the ASCII character it looks like, if any."""
+    import unicodedata
+    ch = text[pos]
+    name = unicodedata.name(ch, "")
+    what = f"U+{ord(ch):04X}{' ' + name if name else ''}"
+    if ch.isprintable() and not ch.isspace():
+        what = f"'{ch}' ({what})"
+    like = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    if unicodedata.decimal(ch, None) is not None:
+        like = str(unicodedata.decimal(ch))
+    elif ch.isspace():
+        like = " "
+    hint = "names and numbers in specs are ASCII: letters a-z, digits 0-9, '_' and '-' (and 'x' or '\u00d7' " \
+           "in 3x3 and x2); other characters may appear only in comments"
+    if like and like.isprintable() and len(like) == 1:
+        hint = f"did you mean {like!r}? " + hint
+    return SyntaxError_(f"non-ASCII character {what}", _offset_span(text, pos), hint)
+
+
 def parse(text: str) -> Spec:
     """Parse spec text into a frozen AST; raises CnnDslError subclasses with spans."""
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -430,7 +498,7 @@ def parse(text: str) -> Spec:
     if len(text) > limits.MAX_SOURCE_CHARS:
         raise LimitError(f"spec is {len(text):,} characters long", _offset_span(text, 0),
                          f"specs may be at most {limits.MAX_SOURCE_CHARS:,} characters")
-    bad = re.search(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffd]", text)
+    bad = re.search(r"[\x00-\x08\x0b\x0e-\x1f\x7f\x85\u2028\u2029\ufffd]", text)
     if bad:
         raise SyntaxError_(f"control or invalid character {bad.group()!r} in spec text",
                            _offset_span(text, bad.start()), "is this a binary file? specs are UTF-8 text")
@@ -439,6 +507,8 @@ def parse(text: str) -> Spec:
         spec = _parser().parse(text)
     except UnexpectedCharacters as e:
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        if ch and not ch.isascii():
+            raise _non_ascii(text, e.pos_in_stream) from None
         hint = f"expected {_friendly(e.allowed)}" if e.allowed else None
         raise SyntaxError_(f"unexpected character {ch!r}", _offset_span(text, e.pos_in_stream), hint) from None
     except UnexpectedToken as e:
