@@ -9,6 +9,7 @@ be integers in [0, classes); image folders are read without following links out 
 """
 from __future__ import annotations
 
+import _compat_pickle
 import gzip
 import io
 import math
@@ -244,6 +245,12 @@ def _np_frombuffer(buf, dtype, shape, order):
     return np.frombuffer(raw, dtype).reshape(shape, order=order).copy()
 
 
+def _empty_bytes(*args):
+    if args:
+        raise _Refused("refuses bytes() with arguments (Python 3 pickles only b'' that way)")
+    return b""
+
+
 def _latin1(text, encoding="latin1"):
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise _Refused("refuses _codecs.encode other than of a string to latin1 (how Python 3 pickles bytes)")
@@ -252,7 +259,7 @@ def _latin1(text, encoding="latin1"):
 
 _GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _np_reconstruct, ("numpy.core.multiarray", "scalar"): _np_scalar,
             ("numpy.core.numeric", "_frombuffer"): _np_frombuffer, ("numpy", "ndarray"): _NDARRAY,
-            ("numpy", "dtype"): _np_dtype, ("_codecs", "encode"): _latin1}
+            ("numpy", "dtype"): _np_dtype, ("_codecs", "encode"): _latin1, ("builtins", "bytes"): _empty_bytes}
 
 
 class _DataUnpickler(pickle._Unpickler):
@@ -269,6 +276,9 @@ class _DataUnpickler(pickle._Unpickler):
         super().__init__(io.BytesIO(data), encoding="latin1")
 
     def find_class(self, module, name):
+        if self.proto < 3:      # Python 2's names for what Python 3 calls builtins.eval, subprocess.Popen, ...
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = ("numpy.core." + module[len("numpy._core."):] if module.startswith("numpy._core.") else module, name)
         if key in _GLOBALS:
             return _GLOBALS[key]

@@ -321,6 +321,8 @@ class Interrupted(Exception):
     """Training stopped on SIGINT after saving a checkpoint."""
 
 
+GROUP_KEYS = {"sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov"),     # what each optimizer's step
+              "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad")}           # reads from its groups
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "global_step", "best", "rng", "python_rng")
 
 
@@ -563,6 +565,10 @@ class Trainer:
             if not (isinstance(ids, list) and len(ids) == len(group["params"])):
                 raise TrainError("the checkpoint's optimizer has other parameters than this model",
                                  hint="resume with the settings the run used (--freeze, --classes)")
+            lacking = [k for k in GROUP_KEYS[self.config.optimizer] if k not in old]
+            if lacking:
+                raise TrainError(f"the checkpoint's optimizer lacks the {self.config.optimizer} setting '{lacking[0]}'",
+                                 hint="resume with the --optimizer the run used")
             for key, value in old.items():
                 if key != "params" and key in group and not _like(group[key], value):
                     raise TrainError(f"the checkpoint's optimizer setting '{key}' is malformed: {str(value)[:40]}")
