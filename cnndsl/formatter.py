@@ -1,7 +1,14 @@
-"""The pretty-printer: a syntax tree back to canonical spec text (parse -> print -> parse is the same IR)."""
+"""The pretty-printer: a syntax tree back to canonical spec text (parse -> print -> parse is the same IR).
+
+Numbers print as Python's shortest round-tripping text (str for ints, repr for floats: 0.5, 1e-05, 1e+16,
+5e-324), which the FLOAT terminal reads back to the same value within its 32 characters; the parser never
+yields inf or nan. Pipelines nest at most MAX_NESTING brackets deep, so item() recurses boundedly;
+expressions may be long chains (1+1+...+1), so expr() walks them with an explicit stack.
+"""
 from __future__ import annotations
 
 from . import syntax as A
+from .ops import SPELLINGS, normalize_word
 
 # Binding strength, loosest first: pipeline (|) < sequence (+) < repeat (xN) < unit.
 _PIPE, _SEQ, _REP, _UNIT = range(4)
@@ -54,11 +61,13 @@ def item(node, context: int) -> str:
     return f"({text})" if prec < context else text
 
 
+def _number(value) -> str:
+    return str(value) if isinstance(value, int) else repr(value)
+
+
 def _size(e, lead: bool) -> str:
-    if isinstance(e, A.Num) and isinstance(e.value, int):
-        return str(e.value)
     if isinstance(e, A.Num):
-        return repr(e.value)
+        return _number(e.value)
     if isinstance(e, A.Dims):
         return "x".join(map(str, e.value))
     if isinstance(e, A.Var) and not lead:
@@ -67,7 +76,8 @@ def _size(e, lead: bool) -> str:
 
 
 def layer(node: A.Layer) -> str:
-    text = node.word.lower()
+    # built-in layers print in lower case; a block called without parentheses keeps its exact spelling
+    text = node.word.lower() if normalize_word(node.word) in SPELLINGS else node.word
     if node.lead is not None:
         text += _size(node.lead, True)
     if node.size is not None:
@@ -81,16 +91,28 @@ def layer(node: A.Layer) -> str:
 
 
 def expr(e, parent: int = 0) -> str:
-    if isinstance(e, A.Num):
-        return str(e.value) if isinstance(e.value, int) else repr(e.value)
-    if isinstance(e, A.Dims):
-        return "x".join(map(str, e.value))
-    if isinstance(e, A.Var):
-        return e.name
-    if isinstance(e, A.Neg):
-        return "-" + expr(e.operand, 3)
-    if isinstance(e, A.BinOp):
-        prec = _EXPR_PREC[e.op]
-        text = f"{expr(e.left, prec)} {e.op} {expr(e.right, prec + 1)}"
-        return f"({text})" if prec < parent else text
-    raise TypeError(f"cannot format {type(e).__name__}")
+    """An expression's text with the fewest parentheses that keep its tree, built without recursion."""
+    out: list[str] = []
+    stack: list = [(e, parent)]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, str):
+            out.append(top)
+            continue
+        node, context = top
+        if isinstance(node, A.BinOp):
+            prec = _EXPR_PREC[node.op]
+            parens = prec < context
+            stack += ([")"] if parens else []) + [(node.right, prec + 1), f" {node.op} ", (node.left, prec)] + \
+                (["("] if parens else [])
+        elif isinstance(node, A.Neg):
+            stack += [(node.operand, 3), "-"]
+        elif isinstance(node, A.Num):
+            out.append(_number(node.value))
+        elif isinstance(node, A.Dims):
+            out.append("x".join(map(str, node.value)))
+        elif isinstance(node, A.Var):
+            out.append(node.name)
+        else:
+            raise TypeError(f"cannot format {type(node).__name__}")
+    return "".join(out)

@@ -1,7 +1,7 @@
 """One entry per op: its attributes from the surface syntax, shape rule, params, MACs and RF window."""
 from __future__ import annotations
 
-from math import prod
+from math import gcd, isfinite, prod
 from typing import Any, Callable, NamedTuple, Optional
 
 from . import limits
@@ -33,30 +33,40 @@ def fmt_shape(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
+# Every range check below is written `not (low <= v <= high)` on a value known to be an int, or a float
+# known to be finite: a NaN fails every comparison, so a check written `v < low or v > high` would pass it.
+
+def _whole(value):
+    """A float that is a whole number as an int (NaN and infinities are not whole numbers)."""
+    if isinstance(value, float) and isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _pair(value, part: str, what: str, low: int = 1, high: int = limits.MAX_KERNEL) -> tuple[int, int]:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    value = _whole(value)
     if isinstance(value, bool) or not isinstance(value, (int, tuple)):
         raise OpError(f"{what} must be a whole number or HxW, got {value!r}", part)
     pair = (value, value) if isinstance(value, int) else value
     if len(pair) != 2:
         raise OpError(f"{what} must be one number or HxW, got {fmt_shape(pair)}", part)
     for v in pair:
-        if v < low:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise OpError(f"{what} must be whole numbers, got {v!r}", part)
+        if not low <= v:
             raise OpError(f"{what} must be at least {low}, got {v}", part)
-        if v > high:
+        if not v <= high:
             raise OpError(f"{what} {v:,} is beyond the limit of {high:,}", part, kind="limit")
     return pair
 
 
 def _count(value, part: str, what: str, low: int = 1, high: int = limits.MAX_DIM) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    value = _whole(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise OpError(f"{what} must be a whole number, got {value!r}", part)
-    if value < low:
+    if not low <= value:
         raise OpError(f"{what} must be at least {low}, got {value}", part)
-    if value > high:
+    if not value <= high:
         raise OpError(f"{what} {value:,} is beyond the limit of {high:,}", part, kind="limit")
     return value
 
@@ -64,8 +74,8 @@ def _count(value, part: str, what: str, low: int = 1, high: int = limits.MAX_DIM
 def _real(value, part: str, what: str, low: float, high: float, open_high: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OpError(f"{what} must be a number, got {value!r}", part)
-    if value < low or value > high or (open_high and value == high):
-        bound = f"[{low}, {high})" if open_high else f"[{low}, {high}]"
+    bound = f"[{low:g}, {high:g})" if open_high else f"[{low:g}, {high:g}]"
+    if not (isfinite(value) and low <= value <= high) or (open_high and value == high):
         raise OpError(f"{what} must be in {bound}, got {value}", part)
     return float(value)
 
@@ -374,6 +384,15 @@ def adaptive_window(i: int, size: int, count: int) -> tuple[int, int]:
     return (i * size) // count, -(-((i + 1) * size) // count)
 
 
+def widest_adaptive_window(size: int, count: int) -> int:
+    """max(end - start) over adaptive_window(i, size, count) for all i, in O(1).
+
+    Window i spans ceil((r + size) / count) cells, where r = i * size mod count; r runs over the
+    multiples of g = gcd(size, count) below count, so the widest has r = count - g.
+    """
+    return -(-(count - gcd(size, count) + size) // count)
+
+
 class AdaptivePool(Op):
     """Adaptive (and, with output 1x1, global) average or max pooling."""
 
@@ -401,11 +420,7 @@ class AdaptivePool(Op):
     def window(self, a, ins):
         if a["output"] == (1, 1):
             return GLOBAL
-        win = []
-        for n, o in zip(ins[0][1:], a["output"]):
-            k = max(end - start for start, end in (adaptive_window(i, n, o) for i in range(min(o, 4096))))
-            win.append((k, max(1, n // o), 0))
-        return tuple(win)
+        return tuple((widest_adaptive_window(n, o), max(1, n // o), 0) for n, o in zip(ins[0][1:], a["output"]))
 
     def describe(self, a):
         if a["output"] == (1, 1):
