@@ -265,11 +265,13 @@ class _Importer:
                             "cnndsl imports weights stored as initializers or constants")
         return t
 
-    def dims(self, node, index: int, what: str, same: bool = True) -> Optional[tuple]:
+    def dims(self, node, index: int, what: str, same: bool = True, required: bool = False) -> Optional[tuple]:
         """The shape of a constant input (a weight), its storage checked but its values left unread; its
         element type is floating point, and (same=True) the input's."""
         t = self.const(node, index, what)
         if t is None:
+            if required:
+                raise self.fail(f"{self.label(node)} has no {what}")
             return None
         if isinstance(t, np.ndarray):
             return tuple(int(d) for d in t.shape)
@@ -503,6 +505,10 @@ class _Importer:
             raise self.fail(f"the model has {len(outputs)} outputs; cnndsl imports single-output CNNs")
         if outputs[0] not in self.alias:
             raise self.fail(f"the output {_show(outputs[0])} is not produced by a supported node")
+        declared = g.output[0].type.tensor_type.elem_type
+        if declared not in (0, self.elem):
+            raise self.fail(f"the output {_show(outputs[0])} is declared as {_type_name(declared)}, but the model "
+                            f"computes {_type_name(self.elem)}")
         last = self.alias[outputs[0]]
         if last == "input":
             raise self.fail("the model's output is its input: it has no layers")
@@ -530,7 +536,7 @@ class _Importer:
         count = len(node.input)
         if count < fewest or (most is not None and count > most):
             want = f"{fewest}" if fewest == most else f"{fewest} to {most}" if most else f"at least {fewest}"
-            raise self.fail(f"{self.label(node)} has {count} inputs; {op} takes {want}")
+            raise self.fail(f"{self.label(node)} has {count} input{'s' * (count != 1)}; {op} takes {want}")
         if fewest and not node.input[0]:
             raise self.fail(f"{self.label(node)} leaves out its first input")
         if not node.output or not node.output[0]:
@@ -581,7 +587,7 @@ class _Importer:
     def n_Conv(self, node, a):
         src = self.data(node)
         c, h, w = self.spatial(node, src)
-        weight = self.dims(node, 1, "weight")
+        weight = self.dims(node, 1, "weight", required=True)
         if len(weight) != 4:
             raise self.fail(f"{self.label(node)} has a rank-{len(weight)} weight; cnndsl imports 2-D convolutions "
                             "(a rank-4 weight)")
@@ -611,15 +617,22 @@ class _Importer:
                  "groups": groups, "bias": bias is not None}
         self.add(node, "conv", [src], attrs)
 
-    def spatial_pads(self, node, a: dict, kernel, strides, dilations, in_shape):
+    def spatial_pads(self, node, a: dict, kernel, strides, dilations, in_shape, pool: bool = False):
         auto = self.string(node, a, "auto_pad", "NOTSET", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"))
         pads = self.ints(node, a, "pads", None, length=4, low=0)
         if auto != "NOTSET" and pads is not None:
             raise self.fail(f"{self.label(node)} has both auto_pad and pads")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
+            if tuple(dilations) != (1, 1):      # ONNX Runtime refuses it: no agreed padding to compare with
+                raise self.fail(f"{self.label(node)} has auto_pad={auto} with dilations {fmt_shape(dilations)}",
+                                "ONNX Runtime does not run this either; give explicit pads")
             begin, end = [], []
             for n, k, s, d in zip(in_shape[1:], kernel, strides, dilations):
-                total = max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
+                total = (-(-n // s) - 1) * s + d * (k - 1) + 1 - n
+                if total < 0 and pool:     # ONNX Runtime's pooling refuses a negative padding, its Conv clamps it
+                    raise self.fail(f"{self.label(node)}: auto_pad={auto} with kernel {k} and stride {s} over "
+                                    f"{n} gives a negative padding")
+                total = max(0, total)
                 small, large = total // 2, total - total // 2
                 begin.append(small if auto == "SAME_UPPER" else large)
                 end.append(large if auto == "SAME_UPPER" else small)
@@ -647,7 +660,7 @@ class _Importer:
         beta = self.float_(node, a, "beta", 1.0)
         if trans_a or alpha != 1.0 or beta != 1.0:
             raise self.fail(f"{self.label(node)} with transA/alpha/beta is not a plain linear layer")
-        out = self._linear(node, src, self.dims(node, 1, "weight"), bool(trans_b))
+        out = self._linear(node, src, self.dims(node, 1, "weight", required=True), bool(trans_b))
         bias = self.dims(node, 2, "bias")
         if bias is not None and bias not in ((out,), (1, out)):
             raise self.fail(f"{self.label(node)}: its bias is {fmt_shape(bias)}; cnndsl imports a bias of one value "
@@ -656,7 +669,7 @@ class _Importer:
 
     def n_MatMul(self, node, a):
         src = self.data(node)
-        out = self._linear(node, src, self.dims(node, 1, "weight"), False)
+        out = self._linear(node, src, self.dims(node, 1, "weight", required=True), False)
         self.add(node, "fc", [src], {"out": out, "bias": False})
 
     def n_Add(self, node, a):
@@ -738,7 +751,7 @@ class _Importer:
         if op == "avgpool" and dil != (1, 1):
             raise self.fail(f"{self.label(node)} has dilations {fmt_shape(dil)}; cnndsl's average pooling has none")
         begin, end = self.spatial_pads(node, a, kernel, strides, dil,
-                                       (n_in[0], n_in[1] + 2 * extra[0], n_in[2] + 2 * extra[1]))
+                                       (n_in[0], n_in[1] + 2 * extra[0], n_in[2] + 2 * extra[1]), pool=True)
         for i in (0, 1):
             if max(begin[i], end[i]) >= kernel[i]:
                 raise self.fail(f"{self.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
@@ -948,10 +961,11 @@ def _read(path: str):
         raise fail("no such file") from None
     except OSError as e:
         raise fail(f"cannot open the file ({e.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise fail("not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise fail("not a regular file")
         if info.st_size > MAX_FILE_BYTES:
             raise fail(f"the file is {info.st_size:,} bytes, beyond the limit of {MAX_FILE_BYTES:,}",
                        "keep large weights as external data beside the model")

@@ -1,0 +1,702 @@
+"""Hostile ONNX files: importing one never runs code, reads outside the model's folder, reports an invalid model
+as valid, crashes (exit 70) or takes more than linear time. The corpus is crafted here, in tmp_path.
+
+ONNX Runtime is the oracle for validity: each invalid model below is checked to be refused by ORT too, or, where
+ORT runs it, the table says why cnndsl refuses it anyway (a value its IR cannot hold, such as NaN).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cnndsl
+from cnndsl import limits
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from click.testing import CliRunner  # noqa: E402
+from onnx import TensorProto as T  # noqa: E402
+from onnx import helper as h  # noqa: E402
+from onnx import numpy_helper as nh  # noqa: E402
+
+from cnndsl.cli import main  # noqa: E402
+from cnndsl.onnx_import import MAX_FILE_BYTES, MAX_NAME, import_onnx  # noqa: E402
+
+SHAPE = (1, 3, 8, 8)
+SECRET = b"TOPSECRET-do-not-print-0123456789abcdef"
+
+
+# ------------------------------------------------------------ helpers ----
+
+def zeros(name: str, *shape, dtype=np.float32):
+    return nh.from_array(np.zeros(shape, dtype), name)
+
+
+def ints(name: str, values):
+    return nh.from_array(np.asarray(values, np.int64), name)
+
+
+def floats(name: str, values):
+    return nh.from_array(np.asarray(values, np.float32), name)
+
+
+def model(nodes, inits=(), shape=SHAPE, output="y", opset=17, name="g", input_name="x"):
+    g = h.make_graph(nodes, name, [h.make_tensor_value_info(input_name, T.FLOAT, list(shape))],
+                     [h.make_tensor_value_info(output, T.FLOAT, None)], list(inits))
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 10
+    return m
+
+
+def conv(w=(4, 3, 3, 3), bias=None, **attrs):
+    inits = [zeros("w", *w)] + ([zeros("b", *bias)] if bias is not None else [])
+    return model([h.make_node("Conv", ["x", "w"] + (["b"] if bias is not None else []), ["y"], name="conv1",
+                              **attrs)], inits)
+
+
+def flat(op: str, inits, shape=SHAPE, **attrs):
+    """Flatten, then `op` (a linear layer) on N x 192."""
+    return model([h.make_node("Flatten", ["x"], ["f"]), h.make_node(op, ["f"] + [t.name for t in inits], ["y"],
+                                                                    name="fc1", **attrs)], inits, shape)
+
+
+def one(op: str, inputs=("x",), inits=(), opset=17, **attrs):
+    return model([h.make_node(op, list(inputs), ["y"], name="n1", **attrs)], inits, opset=opset)
+
+
+def bn(channels=3, eps=1e-5, momentum=0.9, **attrs):
+    inits = [floats(n, np.ones(channels)) for n in ("s", "b", "m", "v")]
+    return one("BatchNormalization", ("x", "s", "b", "m", "v"), inits, epsilon=eps, momentum=momentum, **attrs)
+
+
+def ort_refuses(m, path=None) -> bool:
+    """ONNX Runtime's verdict on a model, its bytes or its file: True when it refuses to load or to run it on zeros."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    source = str(path) if path else m if isinstance(m, bytes) else m.SerializeToString()
+    try:
+        s = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        x = s.get_inputs()[0]
+        s.run(None, {x.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in x.shape], np.float32)})
+    except Exception:
+        return True
+    return False
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def refused(result, path, *fragments):
+    """An input error (exit 1) about `path`, no traceback, no internal error, every fragment in the message."""
+    out = result.output
+    assert result.exit_code == 1, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert out.startswith(f"{path}: import error: "), out
+    for fragment in fragments:
+        assert fragment in out, out
+    return out
+
+
+def save(tmp_path, m, name="model.onnx"):
+    path = tmp_path / name
+    onnx.save(m, str(path))
+    return path
+
+
+def both_refuse(tmp_path, m, *fragments):
+    path = save(tmp_path, m)
+    for command in ("analyze", "import"):
+        refused(cli(command, path), path, *fragments)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Run in tmp_path, and prove afterwards that nothing dropped a canary there."""
+    monkeypatch.chdir(tmp_path)
+    yield
+    assert not (tmp_path / "CANARY").exists()
+
+
+# ------------------------------------------------------- hostile names ----
+
+HOSTILE_NAMES = [
+    "it's", 'say "hi"', "two\nlines", 'doc"""string', "'''", "back\\slash", "nul\x00byte", "tab\there\r\n",
+    'q=getattr(__import__("os"),"system")("touch CANARY");self.r', "__import__('os').system('touch CANARY')",
+    "{self.__class__}", "${HOME}", "$(touch CANARY)", "`touch CANARY`", "%s%n%x", "ſelf", "\u202eevil", "\x1b[31mred",
+    "input", "graph", "..", "/", "a/b/c", "a..b", "x" * 5000, "\U0001f600", "[bold]markup[/]", "_private",
+    "state_dict", "class", "",
+]
+
+
+def _named_model(names, graph_name="g", repeat=False):
+    """conv -> relu -> maxpool -> conv -> add(skip) -> gap -> flatten -> gemm, every node and value named from
+    `names`, cycled: a name repeats as is (repeat=True; ONNX Runtime refuses equal node names, cnndsl numbers
+    them) or with a suffix. Values get a prefix, as ONNX needs distinct non-empty value names."""
+    ops = []
+    pick = (names[i % len(names)] + ("" if repeat or i < len(names) else f"~{i}") for i in range(100))
+    v = {k: f"{k}:{next(pick)}" for k in ("c1", "r1", "p1", "c2", "s", "g", "f", "y")}
+    inits = [zeros(f"w1:{next(pick)}", 4, 3, 3, 3), zeros(f"w2:{next(pick)}", 4, 4, 3, 3),
+             zeros(f"wf:{next(pick)}", 5, 4), zeros(f"bf:{next(pick)}", 5)]
+    w1, w2, wf, bf = (t.name for t in inits)
+    ops.append(h.make_node("Conv", ["x", w1], [v["c1"]], name=next(pick), pads=[1, 1, 1, 1]))
+    ops.append(h.make_node("Relu", [v["c1"]], [v["r1"]], name=next(pick)))
+    ops.append(h.make_node("MaxPool", [v["r1"]], [v["p1"]], name=next(pick), kernel_shape=[2, 2], strides=[2, 2]))
+    ops.append(h.make_node("Conv", [v["p1"], w2], [v["c2"]], name=next(pick), pads=[1, 1, 1, 1]))
+    ops.append(h.make_node("Add", [v["c2"], v["p1"]], [v["s"]], name=next(pick)))
+    ops.append(h.make_node("GlobalAveragePool", [v["s"]], [v["g"]], name=next(pick)))
+    ops.append(h.make_node("Flatten", [v["g"]], [v["f"]], name=next(pick)))
+    ops.append(h.make_node("Gemm", [v["f"], wf, bf], [v["y"]], name=next(pick), transB=1))
+    return model(ops, inits, output=v["y"], name=graph_name)
+
+
+NAMED_PARAMS = 4 * 3 * 9 + 4 * 4 * 9 + 5 * 4 + 5
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+def test_hostile_names_import_and_analyze(tmp_path, name):
+    m = _named_model([name], graph_name=name)
+    assert not ort_refuses(m)      # a valid model: only its names are odd
+    path = save(tmp_path, m)
+    graph = import_onnx(str(path))
+    names = [n.name for n in graph.nodes]
+    assert len(set(names)) == len(names) and all(len(n) <= MAX_NAME + 8 for n in names)
+    assert cnndsl.analyze(graph).totals["params"] == NAMED_PARAMS
+    for command in ("analyze", "import"):
+        result = cli(command, path)
+        assert result.exit_code == 0, result.output
+    spec = cli("import", path).output
+    assert cnndsl.analyze(cnndsl.compile(spec)).totals["params"] == NAMED_PARAMS
+    assert "CANARY" not in spec and spec.count("\n") == 8       # the names stay out of the written spec
+    # as an in-memory model its graph name labels the graph, escaped and on one line
+    assert "\n" not in import_onnx(m).filename
+
+
+def test_names_in_error_messages_are_escaped_and_bounded(tmp_path):
+    m = conv(strides=[0, 1])
+    m.graph.node[0].name = "evil\nok: 0 errors\x1b[2J" + "y" * 500
+    path = save(tmp_path, m)
+    out = refused(cli("analyze", path), path, "Conv 'evil\\nok: 0 errors\\x1b[2J", "strides must be at least 1")
+    assert len(out.splitlines()[0]) < 200 and "\x1b" not in out
+    assert not any(line.startswith("ok:") for line in out.splitlines())
+
+
+def test_invalid_utf8_names_import(tmp_path):
+    m = _named_model(["PLACEHOLDER"])
+    data = m.SerializeToString().replace(b"PLACEHOLDER", b"\xff\xfe\xc0 invalid")     # the same length
+    path = tmp_path / "bad-utf8.onnx"
+    path.write_bytes(data)
+    result = cli("analyze", path)
+    assert result.exit_code == 0, result.output
+    graph = import_onnx(str(path))
+    assert cnndsl.analyze(graph).totals["params"] == NAMED_PARAMS and "\ufffd" in graph.nodes[1].name
+
+
+def test_duplicate_and_long_names_stay_unique():
+    names = ["same"] * 3 + ["same_2", "a" * 1000 + "1", "a" * 1000 + "2"]
+    graph = import_onnx(_named_model(names, repeat=True))
+    got = [n.name for n in graph.nodes]
+    assert len(set(got)) == len(got) and max(map(len, got)) <= MAX_NAME + 8
+    long = [n for n in got if n.startswith("a" * 100)]
+    assert len(long) >= 2 and len(set(long)) == len(long)
+    assert import_onnx(_named_model(names, repeat=True)).dump() == graph.dump()   # shortened deterministically
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(st.text(max_size=300), min_size=1, max_size=12), graph_name=st.text(max_size=100))
+def test_any_unicode_names_import_and_analyze(tmp_path, names, graph_name):
+    m = _named_model(names, graph_name, repeat=True)
+    graph = import_onnx(m)
+    got = [n.name for n in graph.nodes]
+    assert len(set(got)) == len(got) and max(map(len, got)) <= MAX_NAME + 8
+    assert cnndsl.analyze(graph).totals["params"] == NAMED_PARAMS
+    path = save(tmp_path, m, "u.onnx")
+    result = cli("analyze", "--json", path)
+    assert result.exit_code == 0, result.output
+    assert import_onnx(str(path)).dump() == graph.dump()
+
+
+# ------------------------------------------------------- external data ----
+
+def _external(t, location, offset=None, length=None):
+    """Point a TensorProto's data at `location` (its own bytes are dropped)."""
+    t.ClearField("raw_data")
+    t.data_location = T.EXTERNAL
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        if value is not None:
+            entry = t.external_data.add()
+            entry.key, entry.value = key, str(value)
+    return t
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A model folder, and beside it a folder holding a secret that must never be read or printed."""
+    inside, outside = tmp_path / "model", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(SECRET)
+    (tmp_path / "secret.bin").write_bytes(SECRET)      # in the current directory, where onnx would look
+    return inside, outside
+
+
+def _reshape_from(location, **where):
+    """Reshape whose 2-element int64 target is external: the secret's first 16 bytes, read as numbers."""
+    return model([h.make_node("Reshape", ["x", "shape"], ["y"], name="r")], [_external(ints("shape", [0, 0]),
+                                                                                       location, **where)])
+
+
+def _secret_leaked(out: str) -> bool:
+    numbers = np.frombuffer(SECRET[:16], np.int64).tolist() + np.frombuffer(SECRET[:8], np.float64).tolist()
+    return "TOPSECRET" in out or any(str(n) in out for n in numbers) or SECRET[:16].hex() in out
+
+
+ESCAPES = ["absolute", "dotdot", "dotdot-inner", "backslash", "drive", "cwd-relative", "dir-link", "file-link",
+           "empty", "nul", "folder"]
+
+
+def _escape_locations(outside):
+    return {"absolute": str(outside / "secret.bin"), "dotdot": "../outside/secret.bin",
+            "dotdot-inner": "sub/../../outside/secret.bin", "backslash": "..\\outside\\secret.bin",
+            "drive": "C:secret.bin", "cwd-relative": "secret.bin", "dir-link": "linkdir/secret.bin",
+            "file-link": "link.bin", "empty": "", "nul": "a\x00b", "folder": "."}
+
+
+@pytest.mark.parametrize("kind", ESCAPES)
+def test_external_data_stays_in_the_model_folder(folders, kind):
+    inside, outside = folders
+    os.symlink(outside, inside / "linkdir")
+    os.symlink(outside / "secret.bin", inside / "link.bin")
+    location = _escape_locations(outside)[kind]
+    for m in (_reshape_from(location), conv()):
+        if m.graph.node[0].op_type == "Conv":   # a weight read only for its shape is held to the same rule
+            _external(m.graph.initializer[0], location)
+        path = save(inside, m)
+        for command in ("analyze", "import"):
+            out = refused(cli(command, path), path, "external data")
+            assert not _secret_leaked(out)
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ({"offset": 30}, "at offset 30"), ({"offset": -8}, "at offset -8"), ({"length": 8}, "is 8 bytes"),
+    ({"length": 1 << 40}, "is 1,099,511,627,776 bytes"), ({"offset": "x"}, "not a number"),
+    ({"location": "missing.bin"}, "missing beside the model"), ({"location": "fifo"}, "not a file"),
+])
+def test_external_offsets_and_lengths_must_fit(folders, case, fragment):
+    inside, _ = folders
+    (inside / "vals.bin").write_bytes(np.asarray([0, -1] * 4, np.int64).tobytes())
+    os.mkfifo(inside / "fifo")      # a reader that opened it would block forever
+    where = {"location": "vals.bin", **case}
+    path = save(inside, _reshape_from(where.pop("location"), **where))
+    refused(cli("analyze", path), path, fragment)
+    assert ort_refuses(None, path)
+
+
+def test_external_data_inside_the_folder_is_read(folders):
+    inside, _ = folders
+    graph = cnndsl.compile("input 8x8x3\nconv3-4 + maxpool | flatten | fc5")
+    from cnndsl.onnx_backend import to_onnx
+    m = to_onnx(graph)
+    onnx.save_model(m, str(inside / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.data", size_threshold=0)
+    assert any(t.data_location == T.EXTERNAL for t in onnx.load(str(inside / "m.onnx"), load_external_data=False)
+               .graph.initializer)
+    back = import_onnx(str(inside / "m.onnx"))
+    assert cnndsl.analyze(back).totals == cnndsl.analyze(graph).totals
+    # a Reshape target read from external data works, and a wrong one is not echoed
+    (inside / "t.bin").write_bytes(np.asarray([1, -1], np.int64).tobytes())
+    path = save(inside, model([h.make_node("Reshape", ["x", "t"], ["y"])], [_external(ints("t", [0, 0]), "t.bin")]))
+    assert import_onnx(str(path)).output.shape == (192,)
+    (inside / "t.bin").write_bytes(np.asarray([7777777, 3], np.int64).tobytes())
+    out = refused(cli("analyze", path), path, "not a flatten", "external values of 't'")
+    assert "7777777" not in out
+
+
+def test_in_memory_model_refuses_external_data(folders):
+    m = _reshape_from("secret.bin")
+    with pytest.raises(cnndsl.CnnDslError, match="external file, which cnndsl reads only for a model given as a file"):
+        import_onnx(m)
+
+
+# ---------------------------------------------- invalid shapes and attributes ----
+
+W = (4, 3, 3, 3)
+SCALE = [floats(n, np.ones(3)) for n in ("s", "b", "m", "v")]
+# (id, model, what the message says, whether ONNX Runtime refuses it too)
+INVALID = [
+    ("conv-channels", lambda: conv(w=(4, 2, 3, 3)), "takes 2 input channels, but its input has 3", True),
+    ("conv-zero-kernel", lambda: conv(w=(4, 3, 0, 3)), "the kernel must be at least 1", True),
+    ("conv-zero-stride", lambda: conv(strides=[0, 1]), "strides must be at least 1", True),
+    ("conv-negative-pads", lambda: conv(pads=[-1, -1, -1, -1]), "pads must be at least 0", True),
+    ("conv-zero-dilation", lambda: conv(dilations=[1, 0]), "dilations must be at least 1", True),
+    ("conv-strides-length", lambda: conv(strides=[1, 1, 1]), "has 3 values, expected 2", True),
+    ("conv-kernel-shape", lambda: conv(kernel_shape=[2, 2]), "kernel_shape 2x2 disagrees with its 4x3x3x3", True),
+    ("conv-group-0", lambda: conv(group=0), "group must be at least 1", True),
+    ("conv-group-out", lambda: conv(w=(4, 1, 3, 3), group=3), "group=3 does not divide its 4 output", True),
+    ("conv-bias", lambda: conv(bias=(5,)), "its bias is 5, expected 4", True),
+    ("conv-auto-pad-and-pads", lambda: conv(auto_pad="SAME_UPPER", pads=[1, 1, 1, 1]), "both auto_pad and pads", True),
+    ("conv-auto-pad-bogus", lambda: conv(auto_pad="MIDDLE"), "'auto_pad' is 'MIDDLE'", True),
+    ("conv-group-float", lambda: conv(group=1.0), "'group' must be an integer", True),
+    ("conv-kernel-int", lambda: conv(kernel_shape=3), "'kernel_shape' must be a list of integers", True),
+    ("conv-unknown-attr", lambda: conv(foo=1), "unknown attribute 'foo'", True),
+    ("conv-rank3-weight", lambda: conv(w=(4, 3, 3)), "rank-3 weight", True),
+    ("conv-collapses", lambda: conv(w=(4, 3, 9, 9)), "collapses below 1", True),
+    ("conv-huge-kernel", lambda: conv(w=(1, 3, 5000, 1), pads=[2500, 0, 2500, 0]), "kernel 5,000 is beyond",
+     False),        # valid, but beyond limits.MAX_KERNEL
+    ("conv-float64-weight", lambda: model([h.make_node("Conv", ["x", "w"], ["y"])], [zeros("w", *W, dtype=np.float64)]),
+     "holds double, not the input's float", True),
+    ("gemm-inner", lambda: flat("Gemm", [zeros("w", 4, 100)], transB=1), "takes 100 input features, but its input has 192",
+     True),
+    ("gemm-inner-untransposed", lambda: flat("Gemm", [zeros("w", 4, 192)]), "takes 4 input features", True),
+    ("gemm-rank3", lambda: flat("Gemm", [zeros("w", 4, 192, 1)], transB=1), "rank-3 weight", True),
+    ("matmul-inner", lambda: flat("MatMul", [zeros("w", 100, 4)]), "takes 100 input features", True),
+    ("gemm-on-feature-map", lambda: one("Gemm", ("x", "w"), [zeros("w", 3, 4)]), "needs an N x features input", True),
+    ("gemm-alpha-nan", lambda: flat("Gemm", [zeros("w", 4, 192)], transB=1, alpha=math.nan), "not a finite number",
+     False),        # ORT runs it (NaN outputs); cnndsl's fc has no alpha, and no NaN reaches the IR
+    ("gemm-scalar-bias", lambda: flat("Gemm", [zeros("w", 4, 192), zeros("c", 1)], transB=1),
+     "bias of one value per output", False),      # valid ONNX, but one shared bias is not cnndsl's fc bias
+    ("dropout-ratio-5", lambda: one("Dropout", ("x", "r"), [floats("r", 5.0)]), "must be in [0, 1), got 5", True),
+    ("dropout-ratio-attr-5", lambda: one("Dropout", opset=7, ratio=5.0), "must be in [0, 1]", False),  # ORT 7: unchecked
+    ("dropout-ratio-nan", lambda: one("Dropout", ("x", "r"), [floats("r", math.nan)]), "is not finite", True),
+    ("dropout-ratio-vector", lambda: one("Dropout", ("x", "r"), [floats("r", [0.1, 0.2])]), "must be one number", True),
+    ("bn-eps-nan", lambda: bn(eps=math.nan), "not a finite number", False),     # ORT runs it, NaN everywhere
+    ("bn-eps-inf", lambda: bn(eps=math.inf), "not a finite number", False),
+    ("bn-eps-0", lambda: bn(eps=0.0), "must be in (0, 1]", False),            # cnndsl: eps > 0
+    ("bn-eps-2", lambda: bn(eps=2.0), "must be in (0, 1]", False),            # cnndsl's bn takes eps <= 1
+    ("bn-momentum-5", lambda: bn(momentum=5.0), "'momentum' must be in [0, 1]", False),
+    ("bn-scale-shape", lambda: one("BatchNormalization", ("x", "s", "b", "m", "v"),
+                                   [floats("s", np.ones(4))] + SCALE[1:]), "its scale is 4, expected 3", True),
+    ("bn-eps-int", lambda: bn(eps=1), "'epsilon' must be a number", True),
+    ("lrn-size-0", lambda: one("LRN", size=0), "size must be at least 1", True),
+    ("lrn-no-size", lambda: one("LRN"), "has no size", True),
+    ("lrn-alpha-nan", lambda: one("LRN", size=3, alpha=math.nan), "not a finite number", True),
+    ("lrn-beta-inf", lambda: one("LRN", size=3, beta=math.inf), "not a finite number", False),
+    ("elu-alpha-nan", lambda: one("Elu", alpha=math.nan), "not a finite number", False),
+    ("leakyrelu-alpha-inf", lambda: one("LeakyRelu", alpha=math.inf), "not a finite number", False),
+    ("maxpool-no-kernel", lambda: one("MaxPool"), "has no kernel_shape", True),
+    ("maxpool-kernel-rank3", lambda: one("MaxPool", kernel_shape=[2, 2, 2]), "has 3 values, expected 2", True),
+    ("maxpool-zero-kernel", lambda: one("MaxPool", kernel_shape=[0, 2]), "kernel_shape must be at least 1", True),
+    ("maxpool-zero-stride", lambda: one("MaxPool", kernel_shape=[2, 2], strides=[0, 0]), "strides must be at least 1",
+     True),
+    ("maxpool-pad-kernel", lambda: one("MaxPool", kernel_shape=[2, 2], pads=[2, 2, 2, 2]),
+     "padding 2 is not smaller than its kernel 2", True),
+    ("maxpool-huge-kernel", lambda: one("MaxPool", kernel_shape=[5000, 1]), "5,000 is beyond the limit", True),
+    ("avgpool-dilations", lambda: one("AveragePool", opset=19, kernel_shape=[2, 2], dilations=[2, 2]),
+     "cnndsl's average pooling has none", False),       # valid since opset 19; the IR cannot express it
+    ("maxpool-on-vector", lambda: model([h.make_node("Flatten", ["x"], ["f"]),
+                                         h.make_node("MaxPool", ["f"], ["y"], kernel_shape=[2, 2])]),
+     "needs an N x C x H x W input", True),
+    ("concat-no-axis", lambda: one("Concat", ("x", "x")), "has no axis", True),
+    ("concat-axis-7", lambda: one("Concat", ("x", "x"), axis=7), "axis 7 is out of range", True),
+    ("concat-mismatch", lambda: model([h.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                                       h.make_node("Concat", ["x", "p"], ["y"], axis=1)]), "cannot concatenate", True),
+    ("add-mismatch", lambda: model([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Add", ["x", "c"], ["y"])],
+                                   [zeros("w", 4, 3, 1, 1)]), "cannot add 3x8x8 and 4x8x8", True),
+    ("softmax-axis-5", lambda: one("Softmax", axis=5), "axis 5 is out of range", True),
+    ("flatten-axis-9", lambda: one("Flatten", axis=9), "flattens from axis 9", True),
+    ("reshape-two-minus-ones", lambda: one("Reshape", ("x", "s"), [ints("s", [-1, -1])]), "to [-1, -1]", True),
+    ("reshape-huge-target", lambda: one("Reshape", ("x", "s"), [ints("s", np.arange(1000))]),
+     "has 1,000 values; cnndsl reads at most 8", True),
+    ("reshape-float-target", lambda: one("Reshape", ("x", "s"), [floats("s", [1, -1])]), "must hold integers", True),
+    ("clip-vector-bound", lambda: one("Clip", ("x", "lo", "hi"), [floats("lo", [0, 0, 0]), floats("hi", 6.0)]),
+     "must be one number", True),
+    ("gelu-approximate", lambda: one("Gelu", opset=20, approximate="bogus"), "'approximate' is 'bogus'", True),
+    ("duplicate-output", lambda: model([h.make_node("Relu", ["x"], ["y"]), h.make_node("Sigmoid", ["x"], ["y"])]),
+     "the value 'y' is defined twice", True),
+    ("duplicate-attribute", lambda: _twice(conv(group=1)), "gives the attribute 'group' twice", True),
+    ("weight-data-short", lambda: _short(conv()), "declares 4x3x3x3 (432 bytes) but holds 4 bytes", True),
+    ("weight-negative-dim", lambda: _negative(conv()), "has a negative dimension", True),
+    ("weight-string", lambda: model([h.make_node("Conv", ["x", "w"], ["y"])],
+                                    [h.make_tensor("w", T.STRING, [1], [b"a"])]), "element type", True),
+]
+
+
+def _twice(m):
+    m.graph.node[0].attribute.append(h.make_attribute("group", 2))
+    return m
+
+
+def _short(m):
+    m.graph.initializer[0].raw_data = b"\0" * 4
+    return m
+
+
+def _negative(m):
+    m.graph.initializer[0].dims[2] = -3
+    return m
+
+
+@pytest.mark.parametrize("make, fragment, ort_too", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_models_are_refused(tmp_path, make, fragment, ort_too):
+    m = make()
+    assert ort_refuses(m) == ort_too
+    both_refuse(tmp_path, m, fragment)
+
+
+# ------------------------------------------------------ malformed nodes ----
+
+def _sequence_input():
+    m = one("Relu")
+    m.graph.input[0].type.CopyFrom(h.make_sequence_type_proto(h.make_tensor_type_proto(T.FLOAT, [1])))
+    return m
+
+
+def _op_type(m, op):
+    m.graph.node[0].op_type = op
+    return m
+
+
+def _bad_utf8_op(m):
+    """Bytes of a model whose op type is not valid UTF-8 (protobuf will not write that from a str)."""
+    m.graph.node[0].op_type = "ReXXlu"
+    return m.SerializeToString().replace(b"ReXXlu", b"Re\xff\xfelu")
+
+
+MALFORMED = [
+    ("conv-no-inputs", lambda: model([h.make_node("Conv", [], ["y"])]), "Conv 'y' has 0 inputs; Conv takes 2 to 3"),
+    ("conv-no-weight", lambda: model([h.make_node("Conv", ["x"], ["y"])]), "has 1 input; Conv takes 2 to 3"),
+    ("conv-empty-weight-name", lambda: model([h.make_node("Conv", ["x", ""], ["y"])]), "Conv 'y' has no weight"),
+    ("conv-computed-weight", lambda: model([h.make_node("Relu", ["x"], ["r"]), h.make_node("Conv", ["x", "r"], ["y"])]),
+     "takes a computed weight 'r'"),
+    ("gemm-no-weight", lambda: model([h.make_node("Flatten", ["x"], ["f"]), h.make_node("Gemm", ["f"], ["y"])]),
+     "has 1 input; Gemm takes 2 to 3"),
+    ("relu-no-input", lambda: model([h.make_node("Relu", [], ["y"])]), "has 0 inputs"),
+    ("relu-empty-input", lambda: model([h.make_node("Relu", [""], ["y"])]), "leaves out its first input"),
+    ("relu-no-output", lambda: model([h.make_node("Relu", ["x"], [])], output="x"), "has no output"),
+    ("relu-two-outputs", lambda: model([h.make_node("Relu", ["x"], ["y", "z"])]), "has 2 outputs"),
+    ("relu-of-weight", lambda: one("Relu", ("w",), [zeros("w", 3)]), "the constant 'w' is used as a feature map"),
+    ("relu-cycle", lambda: model([h.make_node("Relu", ["y"], ["y"])]), "value 'y' is not produced by an earlier"),
+    ("reshape-no-shape", lambda: one("Reshape"), "has 1 input; Reshape takes 2"),
+    ("slice-one-input", lambda: one("Slice"), "has 1 input; Slice takes 3 to 5"),
+    ("slice-vector-starts", lambda: one("Slice", ("x", "s", "e", "a"), [ints("s", [0, 1]), ints("e", [2, 3]),
+                                                                          ints("a", [2, 3])]), "is not one band"),
+    ("reduce-alone", lambda: one("ReduceMean", axes=[2]), "outside adaptive pooling"),
+    ("concat-no-inputs", lambda: model([h.make_node("Concat", [], ["y"], axis=1)]), "has 0 inputs"),
+    ("bn-three-inputs", lambda: one("BatchNormalization", ("x", "s", "b"), SCALE[:2]), "has 3 inputs"),
+    ("identity-empty", lambda: model([h.make_node("Identity", [""], ["y"])]), "leaves out its first input"),
+    ("constant-empty", lambda: model([h.make_node("Constant", [], ["c"]), h.make_node("Relu", ["x"], ["y"])]),
+     "must have exactly one value attribute"),
+    ("constant-string", lambda: model([h.make_node("Constant", [], ["c"], value_string="a"),
+                                       h.make_node("Relu", ["x"], ["y"])]), "unknown attribute 'value_string'"),
+    ("maxpool-indices", lambda: model([h.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2])]),
+     "also returns indices"),
+    ("output-not-produced", lambda: model([h.make_node("Relu", ["x"], ["r"])]), "the output 'y' is not produced"),
+    ("output-is-input", lambda: model([h.make_node("Relu", ["x"], ["r"])], output="x"), "it has no layers"),
+    ("two-outputs", lambda: _outputs(model([h.make_node("Relu", ["x"], ["y"])])), "has 2 outputs"),
+    ("no-inputs", lambda: _no_input(one("Relu")), "the model has 0 inputs"),
+    ("empty-graph", lambda: model([]), "the model has no nodes"),
+    ("symbolic-dims", lambda: model([h.make_node("Relu", ["x"], ["y"])], shape=(1, 3, "H", "W")), "is not fixed"),
+    ("zero-dim", lambda: model([h.make_node("Relu", ["x"], ["y"])], shape=(1, 3, 0, 8)), "is not fixed"),
+    ("negative-dim", lambda: model([h.make_node("Relu", ["x"], ["y"])], shape=(1, 3, -5, 8)), "negative size -5"),
+    ("negative-batch", lambda: model([h.make_node("Relu", ["x"], ["y"])], shape=(-1, 3, 8, 8)), "batch size of -1"),
+    ("huge-dim", lambda: model([h.make_node("Relu", ["x"], ["y"])], shape=(1, 3, 1 << 40, 8)), "beyond the limit"),
+    ("rank-3-input", lambda: model([h.make_node("Relu", ["x"], ["y"])], shape=(1, 3, 8)), "has rank 3"),
+    ("sequence-input", _sequence_input, "is not a tensor"),
+    ("int-input", lambda: _int_input(one("Relu")), "holds int64"),
+    ("unknown-op", lambda: one("Selu"), "unsupported ONNX op Selu"),
+    ("custom-domain", lambda: _domain(one("Relu")), "unsupported ONNX op Relu (domain 'com.evil')"),
+    ("op-type-newline", lambda: _op_type(one("Relu"), "Relu\nok"), "unsupported ONNX op Relu\\nok"),
+    ("op-type-dunder", lambda: _op_type(one("Relu"), "_pool"), "unsupported ONNX op _pool"),
+    ("op-type-bad-utf8", lambda: _bad_utf8_op(one("Relu")), "unsupported ONNX op Re\ufffd\ufffdlu"),
+]
+
+
+def _outputs(m):
+    m.graph.output.append(h.make_tensor_value_info("z", T.FLOAT, None))
+    return m
+
+
+def _no_input(m):
+    del m.graph.input[:]
+    return m
+
+
+def _int_input(m):
+    m.graph.input[0].type.tensor_type.elem_type = T.INT64
+    return m
+
+
+def _domain(m):
+    m.graph.node[0].domain = "com.evil"
+    return m
+
+
+# valid ONNX that ONNX Runtime runs, but not a CNN cnndsl can analyze: refused as unsupported, never a crash
+VALID_ONNX = {"conv-computed-weight", "relu-of-weight", "slice-vector-starts", "reduce-alone", "constant-string",
+              "maxpool-indices", "output-is-input", "symbolic-dims", "negative-dim", "negative-batch", "rank-3-input",
+              "unknown-op"}
+
+
+@pytest.mark.parametrize("case, make, fragment", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_models_are_import_errors(tmp_path, case, make, fragment):
+    m = make()
+    assert ort_refuses(m) == (case not in VALID_ONNX)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(m if isinstance(m, bytes) else m.SerializeToString())
+    for command in ("analyze", "import"):
+        refused(cli(command, path), path, fragment)
+
+
+def test_unreadable_files(tmp_path):
+    good = save(tmp_path, _named_model(["n"]), "good.onnx")
+    cases = {"text.onnx": b"hello, this is not protobuf\n", "empty.onnx": b"", "truncated.onnx":
+             good.read_bytes()[:len(good.read_bytes()) // 2], "garbage.onnx": bytes(range(256)) * 8}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    os.mkfifo(tmp_path / "fifo.onnx")
+    expect = {"text.onnx": "", "empty.onnx": "no nodes", "truncated.onnx": "", "garbage.onnx": "",
+              "fifo.onnx": "not a regular file", "missing.onnx": "no such file"}
+    for name, fragment in expect.items():
+        path = tmp_path / name
+        for command in ("analyze", "import"):
+            refused(cli(command, path), path, fragment)
+    # a hostile model file larger than the limit is refused from its size alone (a sparse file: nothing written)
+    big = tmp_path / "big.onnx"
+    with open(big, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)
+    start = time.perf_counter()
+    refused(cli("analyze", big), big, "beyond the limit of 2,147,483,648")
+    assert time.perf_counter() - start < 1
+    (tmp_path / "dir.onnx").mkdir()     # the command line refuses a folder itself; the API says why
+    with pytest.raises(cnndsl.CnnDslError, match="not a regular file"):
+        import_onnx(str(tmp_path / "dir.onnx"))
+
+
+def test_byte_flips_never_crash_and_never_pass_what_ort_refuses(tmp_path):
+    """Random corruption of a valid file: always an answer (exit 0 or 1); exit 0 only for what ORT runs too."""
+    data = bytearray(_named_model(["n"]).SerializeToString())
+    rng = np.random.default_rng(0)
+    path = tmp_path / "flip.onnx"
+    passed = 0
+    for _ in range(300):
+        mutated = bytearray(data)
+        for i in rng.integers(0, len(data), rng.integers(1, 4)):
+            mutated[i] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(mutated))
+        result = cli("analyze", "--json", path)
+        assert result.exit_code in (0, 1) and "internal error" not in result.output, result.output
+        if result.exit_code == 0:
+            passed += 1
+            assert not ort_refuses(None, path), bytes(mutated)
+    assert 0 < passed < 300
+
+
+SIZES = st.sampled_from([1, 1, 2, 2, 3, 3, 4, 5, 0])     # mostly valid, sometimes not
+
+
+@settings(max_examples=200, deadline=None)
+@given(op=st.sampled_from(["Conv", "MaxPool", "AveragePool"]), k=st.tuples(SIZES, SIZES),
+       s=st.none() | st.tuples(SIZES, SIZES), d=st.none() | st.tuples(SIZES, SIZES),
+       pads=st.none() | st.lists(st.sampled_from([0, 0, 1, 1, 2, 3, -1]), min_size=4, max_size=4),
+       auto=st.none() | st.sampled_from(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+       ceil=st.none() | st.integers(0, 1), groups=st.sampled_from([(1, 3), (1, 3), (3, 1), (2, 1), (1, 2)]))
+def test_window_attributes_agree_with_onnx_runtime(op, k, s, d, pads, auto, ceil, groups):
+    """Whatever the attributes: cnndsl gives an answer, and when it accepts the model ORT runs it and computes
+    the output shape cnndsl reports."""
+    attrs = {key: value for key, value in (("strides", s), ("dilations", d), ("pads", pads), ("auto_pad", auto))
+             if value is not None}
+    inits = []
+    if op == "Conv":
+        group, cin = groups
+        inits = [zeros("w", 6, cin, *k)]
+        attrs["group"] = group
+    else:
+        attrs["kernel_shape"] = list(k)
+        if ceil is not None:
+            attrs["ceil_mode"] = ceil
+    if "dilations" in attrs and op == "AveragePool":
+        attrs.pop("dilations")
+    m = model([h.make_node(op, ["x"] + [t.name for t in inits], ["y"], **attrs)], inits, shape=(1, 3, 9, 7), opset=18)
+    try:
+        graph = import_onnx(m)
+    except cnndsl.CnnDslError:
+        return
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    session = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    y, = session.run(None, {"x": np.zeros((1, 3, 9, 7), np.float32)})
+    assert y.shape[1:] == graph.output.shape
+
+
+# ------------------------------------------------------------- limits ----
+
+def _residual(units: int, same_name=None):
+    nodes, x = [], "x"
+    for i in range(units):
+        name = (lambda part: same_name) if same_name else (lambda part: f"unit{i}/{part}")
+        nodes += [h.make_node("Conv", [x, "w"], [f"a{i}"], name=name("conv1"), pads=[1, 1, 1, 1]),
+                  h.make_node("Relu", [f"a{i}"], [f"b{i}"], name=name("relu1")),
+                  h.make_node("Conv", [f"b{i}", "w"], [f"c{i}"], name=name("conv2"), pads=[1, 1, 1, 1]),
+                  h.make_node("Add", [f"c{i}", x], [f"d{i}"], name=name("add")),
+                  h.make_node("Relu", [f"d{i}"], [f"e{i}"], name=name("relu2"))]
+        x = f"e{i}"
+    return model(nodes, [zeros("w", 4, 4, 3, 3)], shape=(1, 4, 8, 8), output=x)
+
+
+@pytest.mark.parametrize("same_name", [None, "same"])
+def test_ten_thousand_residual_units_import_in_linear_time(tmp_path, same_name):
+    path = save(tmp_path, _residual(10_000, same_name))
+    start = time.perf_counter()
+    graph = import_onnx(str(path))
+    seconds = time.perf_counter() - start
+    assert len(graph) == 50_001 and len({n.name for n in graph.nodes}) == 50_001
+    assert seconds < 5, seconds     # ~1 s here; renaming 50,000 equal names one by one took minutes
+
+
+def test_node_count_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_NODES", 45)
+    path = save(tmp_path, _residual(9))
+    assert len(import_onnx(str(path))) == 46
+    path = save(tmp_path, _residual(10))
+    refused(cli("analyze", path), path, "the model has 50 nodes, beyond the limit of 45")
+
+
+@pytest.mark.slow
+def test_node_count_limit_for_real(tmp_path):
+    path = save(tmp_path, _residual(limits.MAX_NODES // 5 + 1))
+    refused(cli("analyze", path), path, f"beyond the limit of {limits.MAX_NODES:,}")
+
+
+def test_dimension_limits(tmp_path):
+    # an output channel count beyond MAX_DIM, its weight in a sparse external file (nothing is read)
+    out = limits.MAX_DIM + 1
+    (tmp_path / "w.bin").open("wb").truncate(out * 3 * 4)
+    m = model([h.make_node("Conv", ["x", "w"], ["y"], name="wide")], [_external(zeros("w", 1, 3, 1, 1), "w.bin")])
+    m.graph.initializer[0].dims[0] = out
+    path = save(tmp_path, m)
+    refused(cli("analyze", path), path, f"output channel count {out:,} is beyond the limit")
+    # channels that sum past it in a concat
+    m = model([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Concat", ["c", "c"], ["y"], axis=1)],
+              [_external(zeros("w", 1, 3, 1, 1), "w.bin")])
+    m.graph.initializer[0].dims[0] = limits.MAX_DIM
+    (tmp_path / "w.bin").open("wb").truncate(limits.MAX_DIM * 3 * 4)
+    path = save(tmp_path, m)
+    refused(cli("analyze", path), path, "beyond the limit of 1,048,576 per dimension")
+    # an input size override beyond it
+    with pytest.raises(cnndsl.CnnDslError, match="input size 2000000x8x3 is beyond the limit"):
+        import_onnx(one("Relu"), (2_000_000, 8, 3))
+    # a value tensor of 10,000 numbers is refused unread
+    path = save(tmp_path, one("Pad", ("x", "p"), [ints("p", np.zeros(10_000))]))
+    refused(cli("analyze", path), path, "has 10,000 values; cnndsl reads at most 64")
+
+
+def test_valid_corner_cases_still_import(tmp_path):
+    """Valid ONNX that the checks must not refuse."""
+    add_self = model([h.make_node("Add", ["x", "x"], ["y"])])
+    sum_one = model([h.make_node("Sum", ["x"], ["s"]), h.make_node("Relu", ["s"], ["y"])])
+    concat_one = model([h.make_node("Concat", ["x"], ["c"], axis=-3), h.make_node("Relu", ["c"], ["y"])])
+    depthwise = conv(w=(6, 1, 3, 3), group=3, auto_pad="SAME_LOWER")
+    old_clip = one("Clip", opset=6, min=0.0, max=6.0)
+    for m, shape in ((add_self, (3, 8, 8)), (sum_one, (3, 8, 8)), (concat_one, (3, 8, 8)), (depthwise, (6, 8, 8)),
+                     (old_clip, (3, 8, 8))):
+        assert not ort_refuses(m)
+        path = save(tmp_path, m)
+        assert import_onnx(str(path)).output.shape == shape
+        assert cli("analyze", path).exit_code == 0
