@@ -42,9 +42,12 @@ class FiniteFloat(click.ParamType):
 def _input_shape(value: Optional[str]):
     if value is None:
         return None
+    from . import limits
     parts = value.lower().replace("\u00d7", "x").split("x")
-    if len(parts) != 3 or not all(p.isdigit() and 0 < int(p) for p in parts):
-        raise click.BadParameter(f"expected HxWxC such as 224x224x3, got {value!r}")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 9 and 0 < int(p) <= limits.MAX_DIM
+                                  for p in parts):
+        raise click.BadParameter(f"expected HxWxC such as 224x224x3, each from 1 to {limits.MAX_DIM:,}, "
+                                 f"got {printable(value, 40)!r}")
     return tuple(int(p) for p in parts)
 
 
