@@ -32,8 +32,9 @@ MAX_VALUES = 64              # elements of a tensor whose values are read (a Res
 MAX_NAME = 200               # longer node names are shortened (deterministically) in the IR
 SHOWN = 60                   # characters of a name from the file shown in a message
 
-# op -> (fewest inputs, most inputs or None, most outputs, attributes it knows); unknown ones are refused,
-# as ONNX Runtime refuses them. Attributes of old opsets that change nothing here are accepted.
+# op -> (fewest inputs, most inputs or None, most outputs, attributes read here), within what the op's ONNX
+# schema at the model's opset allows; other attributes are refused (ONNX Runtime refuses unknown ones, and one
+# this importer does not read could change the layer). Attributes of old opsets that change nothing here pass.
 _OLD = ("consumed_inputs",)
 OPSPEC: dict[str, tuple] = {
     "Conv": (2, 3, 1, ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")),
@@ -114,6 +115,16 @@ def _np_dtype(data_type: int) -> Optional[np.dtype]:
     return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)) if data_type in _fields() else None
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(op: str, opset: int):
+    """The ONNX schema of an op as of an opset, or None where the opset has no such op."""
+    from onnx import defs
+    try:
+        return defs.get_schema(op, opset, "")
+    except Exception:
+        return None
+
+
 def _type_name(data_type: int) -> str:
     from onnx import TensorProto
     try:
@@ -142,7 +153,7 @@ class _Importer:
         self.slices: dict[str, tuple] = {}     # Slice output -> (source, axis, start, end)
         self.bands: dict[str, tuple] = {}      # Reduce output -> (kind, source, axis, start, end)
         self.rows_pooled: dict[str, tuple] = {}  # row Concat output -> (kind, IR source, output rows)
-        self.opset = max([v.version for v in model.opset_import if v.domain in ("", "ai.onnx")] or [21])
+        self.opset = max([v.version for v in model.opset_import if v.domain in ("", "ai.onnx")] or [0])
         self.elem = 0                          # the input's element type (weights must match it)
 
     # ------------------------------------------------------------ helpers --
@@ -181,18 +192,40 @@ class _Importer:
         return shape[0]
 
     # attributes: typed, known, given once
-    def attrs(self, node) -> dict:
-        known = OPSPEC[_text(node.op_type)][3]
+    def attrs(self, node, schema) -> dict:
+        read = OPSPEC[_text(node.op_type)][3]
         out = {}
         for a in node.attribute:
             name = _text(a.name)
-            if name not in known:
+            if name not in schema.attributes:
                 raise self.fail(f"{self.label(node)} has an unknown attribute {_show(name)}",
-                                f"{_clean(node.op_type)} takes: {', '.join(known) or 'no attributes'}")
+                                f"in opset {self.opset}, {_clean(node.op_type)} takes: "
+                                f"{', '.join(sorted(schema.attributes)) or 'no attributes'}")
+            if name not in read:
+                raise self.fail(f"{self.label(node)} has the attribute {_show(name)}, which cnndsl does not import")
             if name in out:
                 raise self.fail(f"{self.label(node)} gives the attribute {_show(name)} twice")
             out[name] = a
+        for name, attr in schema.attributes.items():
+            if attr.required and name not in out:
+                raise self.fail(f"{self.label(node)} has no {name}")
         return out
+
+    def types(self, node, schema) -> None:
+        """Constant inputs of the element types the op's schema allows, the data's type where they share it."""
+        from onnx import helper
+        formals = schema.inputs
+        for i, value in enumerate(node.input):
+            t = self.consts.get(value) if value else None
+            if t is None or not formals:
+                continue
+            formal = formals[min(i, len(formals) - 1)]
+            code = helper.np_dtype_to_tensor_dtype(t.dtype) if isinstance(t, np.ndarray) else t.data_type
+            same = formal.type_str == formals[0].type_str and self.elem and node.input[0] not in self.consts
+            if f"tensor({_type_name(code)})" not in formal.types or (same and code != self.elem):
+                want = _type_name(self.elem) if same else ", ".join(sorted(x[7:-1] for x in formal.types))
+                raise self.fail(f"{self.label(node)}: its {formal.name} {_show(value)} holds {_type_name(code)}, "
+                                f"not {want}")
 
     def _attr(self, node, a: dict, name: str, kind: str):
         from onnx import AttributeProto
@@ -265,9 +298,9 @@ class _Importer:
                             "cnndsl imports weights stored as initializers or constants")
         return t
 
-    def dims(self, node, index: int, what: str, same: bool = True, required: bool = False) -> Optional[tuple]:
-        """The shape of a constant input (a weight), its storage checked but its values left unread; its
-        element type is floating point, and (same=True) the input's."""
+    def dims(self, node, index: int, what: str, required: bool = False) -> Optional[tuple]:
+        """The shape of a constant input (a weight), its storage checked but its values left unread (its element
+        type was checked against the op's schema with the node)."""
         t = self.const(node, index, what)
         if t is None:
             if required:
@@ -275,11 +308,7 @@ class _Importer:
             return None
         if isinstance(t, np.ndarray):
             return tuple(int(d) for d in t.shape)
-        dims = self.storage(node, node.input[index], t)
-        if t.data_type not in _floats() or (same and self.elem and t.data_type != self.elem):
-            raise self.fail(f"{self.label(node)}: its {what} {_show(node.input[index])} holds "
-                            f"{_type_name(t.data_type)}, not the input's {_type_name(self.elem)}")
-        return dims
+        return self.storage(node, node.input[index], t)
 
     def storage(self, node, name, t) -> tuple:
         """Check once that a TensorProto's data is all there (inline, or in a file beside the model)."""
@@ -355,8 +384,10 @@ class _Importer:
                             f"data is {length:,} bytes at offset {offset:,} of a {size:,}-byte file")
         return real, offset, length
 
-    def values(self, node, index: int, what: str, integers: bool = False, limit: int = MAX_VALUES):
-        """The values of a small constant input (None when left out): at most `limit` numbers."""
+    def values(self, node, index: int, what: str, integers: bool = False, limit: int = MAX_VALUES,
+               rank: Optional[int] = 1):
+        """The values of a small constant input (None when left out): at most `limit` numbers, of the given
+        rank (0: a scalar; None: any)."""
         t = self.const(node, index, what)
         if t is None:
             return None
@@ -380,6 +411,9 @@ class _Importer:
                             f"cnndsl reads at most {limit} here")
         if array.dtype.kind not in "biuf":
             array = array.astype(np.float32)       # float16 / bfloat16 stored by ml_dtypes
+        if rank is not None and array.ndim != rank:
+            raise self.fail(f"{self.label(node)}: its {what} {_show(name)} must be "
+                            f"{'a scalar' if rank == 0 else f'rank {rank}'}, not {fmt_shape(array.shape)}")
         if integers and array.dtype.kind not in "iu":
             raise self.fail(f"{self.label(node)}: its {what} {_show(name)} must hold integers")
         if not integers and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
@@ -413,8 +447,8 @@ class _Importer:
         finally:
             os.close(fd)
 
-    def scalar(self, node, index: int, what: str) -> Optional[float]:
-        array = self.values(node, index, what)
+    def scalar(self, node, index: int, what: str, rank: Optional[int] = None) -> Optional[float]:
+        array = self.values(node, index, what, rank=rank)
         if array is None:
             return None
         if array.size != 1:
@@ -497,6 +531,10 @@ class _Importer:
             raise self.fail("the model has no nodes", "the file may be truncated or corrupt")
         if len(g.node) > limits.MAX_NODES:
             raise self.fail(f"the model has {len(g.node):,} nodes, beyond the limit of {limits.MAX_NODES:,}")
+        from onnx import defs
+        if not 1 <= self.opset <= defs.onnx_opset_version():
+            raise self.fail(f"the model imports ONNX opset {self.opset}" if self.opset else
+                            "the model imports no ONNX opset", f"cnndsl reads opsets 1 to {defs.onnx_opset_version()}")
         self.graph_input()
         for node in g.node:
             self.node(node)
@@ -532,10 +570,15 @@ class _Importer:
                             f"{f' (domain {_show(node.domain)})' if node.domain not in ('', 'ai.onnx') else ''} "
                             f"(node {_show(node.name or (node.output[0] if node.output else ''))})",
                             f"cnndsl imports: {SUPPORTED}")
+        schema = _schema(op, self.opset)
+        if schema is None:
+            raise self.fail(f"{self.label(node)}: ONNX opset {self.opset} has no {op}")
         fewest, most, outputs, _ = spec
+        fewest, outputs = max(fewest, schema.min_input), min(outputs, schema.max_output)
+        most = schema.max_input if most is None else min(most, schema.max_input)
         count = len(node.input)
         if count < fewest or (most is not None and count > most):
-            want = f"{fewest}" if fewest == most else f"{fewest} to {most}" if most else f"at least {fewest}"
+            want = f"{fewest}" if fewest == most else f"{fewest} to {most}" if most < 1 << 20 else f"at least {fewest}"
             raise self.fail(f"{self.label(node)} has {count} input{'s' * (count != 1)}; {op} takes {want}")
         if fewest and not node.input[0]:
             raise self.fail(f"{self.label(node)} leaves out its first input")
@@ -546,7 +589,8 @@ class _Importer:
         for value in node.output:
             if value:
                 self.define(value)
-        a = self.attrs(node)
+        a = self.attrs(node, schema)
+        self.types(node, schema)
         try:
             getattr(self, "n_" + op)(node, a)
         except (CnnDslError, MemoryError, RecursionError):
@@ -578,7 +622,7 @@ class _Importer:
         src = self.data(node)
         self.int_(node, a, "seed")
         self.int_(node, a, "is_test")
-        ratio = self.scalar(node, 1, "ratio")
+        ratio = self.scalar(node, 1, "ratio", rank=0)
         if ratio is None:
             ratio = self.float_(node, a, "ratio", 0.5, low=0.0, high=1.0)
         p = self.real(node, "the dropout ratio", ratio, 0.0, 1.0, open_high=True)
@@ -701,6 +745,8 @@ class _Importer:
         if axis is None:
             raise self.fail(f"{self.label(node)} has no axis")
         if all(i in self.bands for i in node.input):
+            if not -4 <= axis < 4:
+                raise self.fail(f"{self.label(node)}: axis {axis} is out of range for its rank-4 inputs")
             return self._band_concat(node, axis)
         inputs = [self.src(i) for i in node.input]
         rank = len(self.shape[inputs[0]]) + 1
@@ -790,7 +836,7 @@ class _Importer:
         src = self.data(node)
         channels = self.shape[src][0]
         for index, what in enumerate(("scale", "B", "mean", "var"), 1):
-            dims = self.dims(node, index, what, same=False)
+            dims = self.dims(node, index, what)
             if dims is None or dims != (channels,):
                 raise self.fail(f"{self.label(node)}: its {what} is {fmt_shape(dims) if dims else 'missing'}, "
                                 f"expected {channels} (one per channel)")
@@ -809,8 +855,10 @@ class _Importer:
         if size is None:
             raise self.fail(f"{self.label(node)} has no size")
         self.within(node, "size", (size,), 1, 4096)
-        attrs = {"size": size, "alpha": self.float_(node, a, "alpha", 1e-4, 0.0, 1e6),
-                 "beta": self.float_(node, a, "beta", 0.75, 0.0, 1e6), "k": self.float_(node, a, "bias", 1.0, 0.0, 1e6)}
+        # alpha and beta > 0 as ONNX Runtime requires; an even size, which only its CPU kernel refuses, is kept
+        attrs = {"size": size, "alpha": self.float_(node, a, "alpha", 1e-4, 0.0, 1e6, open_low=True),
+                 "beta": self.float_(node, a, "beta", 0.75, 0.0, 1e6, open_low=True),
+                 "k": self.float_(node, a, "bias", 1.0, 0.0, 1e6)}
         self.add(node, "lrn", [src], attrs)
 
     def n_Flatten(self, node, a):
@@ -827,7 +875,7 @@ class _Importer:
         values = self.values(node, 1, "shape", integers=True, limit=8)
         target = [int(v) for v in values.ravel()]
         size = math.prod(self.shape[src])
-        if values.ndim == 1 and len(target) == 2 and target[1] in (-1, size) and \
+        if len(target) == 2 and target[1] in (-1, size) and \
                 target[0] in ((-1, 1) if zero_is_zero else (0, -1, 1)) and target != [-1, -1]:
             return self.add(node, "flatten", [src], {})
         raise self.fail(f"{self.label(node)} to {self.shown(node, 1, values)} is not a flatten to N x features")
@@ -877,7 +925,7 @@ class _Importer:
         axes = self.values(node, 3, "axes", integers=True)
         steps = self.values(node, 4, "steps", integers=True)
         if starts is None or ends is None or axes is None or starts.size != 1 or ends.size != 1 or \
-                axes.size != 1 or (steps is not None and steps.ravel().tolist() != [1]):
+                axes.size != 1 or (steps is not None and steps.tolist() != [1]):
             raise self.fail(f"{self.label(node)} is not one band of an adaptive pooling",
                             "cnndsl imports Slice only in the pattern its own exporter writes for adaptive pooling")
         self.slices[node.output[0]] = (data, self._axis(node, int(axes.ravel()[0])), int(starts.ravel()[0]),
