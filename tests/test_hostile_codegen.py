@@ -378,3 +378,19 @@ def test_cli_floats_are_finite(cli, tmp_path, option, value):
     spec.write_text("input 8x8x1\nconv3-4 | gap | fc3\n")
     result = cli("train", str(spec), "--data", "digits", option, value)
     assert result.exit_code == 2 and option in result.output
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=40))
+def test_arbitrary_file_names_through_build_and_fmt(tmp_path, cli, stem):
+    name = stem + ".cnn"
+    if len(name.encode()) > 250 or name in (".cnn",) or name.startswith("-"):
+        return
+    os.chdir(tmp_path)
+    (tmp_path / name).write_text("input 8x8x1\nconv3-4 | gap | fc3\n")
+    out = tmp_path / "net.py"
+    result = cli("build", "--target", "torch", name, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert_source_safe(out.read_text(), tmp_path)
+    assert cli("fmt", name).output == "input 8x8x1\nconv3-4\n| gap\n| fc3\n"
+    (tmp_path / name).unlink()
