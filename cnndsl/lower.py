@@ -244,9 +244,13 @@ class _Lowering:
             v = a // b
         else:
             v = a % b
-        if isinstance(v, float) and not math.isfinite(v):
-            raise self.error(ValueError_, f"arithmetic gives {v}, which is not a finite number", expr.span,
-                             "keep numbers well below 1e308")
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise self.error(ValueError_, f"arithmetic gives {v}, which is not a finite number", expr.span,
+                                 "keep numbers well below 1e308")
+            if v == 0 and a != 0 and (b != 0 or expr.op != "*") and expr.op in ("*", "/"):
+                raise self.error(ValueError_, "arithmetic gives a number too small to represent: it would be 0",
+                                 expr.span, "keep numbers well above 1e-308 in size")
         if abs(v) > limits.MAX_MAGNITUDE:
             raise self.error(LimitError, "arithmetic result is absurdly large", expr.span,
                              f"results may be at most {limits.MAX_MAGNITUDE:.0e} in size")
@@ -380,6 +384,7 @@ class _Lowering:
                              "blocks may not be recursive; use a repeat (xN) instead")
         if len(self.calls) >= limits.MAX_CALL_DEPTH:
             raise self.error(LimitError, f"blocks nested more than {limits.MAX_CALL_DEPTH} calls deep", node.span)
+        self.steps += 3         # a call costs about four times as much as a layer (a scope, a binding, a replay)
         env = self.bind(block, node)
         scope_name = self.fresh(node.name, label, label_span or node.span)
         key = None

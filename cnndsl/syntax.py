@@ -347,7 +347,7 @@ class _ToAst:
 
     def neg_expr(self, c):
         span = _span_of(c)
-        return Neg(c[0], span, _deep(_depth(c[0]) + 1, span))
+        return Neg(c[-1], span, _deep(_depth(c[-1]) + 1, span))
 
     def _bin(op):
         def build(self, c):

@@ -1,0 +1,480 @@
+"""Hostile specs: every attack ends in a CnnDslError with a span (never another exception), fast and in bounded memory.
+
+The classes of attack: NaN and infinities, Python recursion, names that collide, look-alike (non-ASCII)
+characters, and sizes that would make the compiler loop or allocate without bound.
+"""
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnndsl
+from cnndsl import limits
+from cnndsl.cli import main
+from cnndsl.errors import LimitError, NameError_, SyntaxError_, ValueError_
+from cnndsl.syntax import BlockDef, InputStmt, Labeled, Pipeline
+from cnndsl.ops import OPS, LayerArgs, OpError, adaptive_window, widest_adaptive_window
+from conftest import ROOT
+from strategies import spec as random_spec
+
+
+def _sum(terms: int) -> str:
+    return "+".join(["1"] * terms)
+
+
+def _nested_calls(blocks: int, depth: int) -> str:
+    """`blocks` blocks, each nesting `depth` labelled residuals around a call of the next one."""
+    names = [f"blk{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(blocks)]
+    lines = ["input 8x8x3"]
+    for i, name in enumerate(names):
+        body = f"{names[i + 1]}()" if i + 1 < len(names) else "relu"
+        for d in range(depth):
+            body = f"l{d}: res(relu + {body})"
+        lines.append(f"block {name}() = {body}")
+    lines.append(f"{names[0]}()")
+    return "\n".join(lines)
+
+
+# (id, spec text, error class, line, column, words the message must contain)
+HOSTILE = [
+    # -- NaN and infinities: literals that overflow, arithmetic that leaves the finite numbers
+    ("inf-literal-bn", "bn[eps=1e400*0]", LimitError, 1, 8, "too large to represent"),
+    ("inf-literal-slope", "leakyrelu[slope=1e400-1e400]", LimitError, 1, 17, "too large to represent"),
+    ("inf-literal-dropout", "dropout[p=1e400-1e400]", LimitError, 1, 11, "too large to represent"),
+    ("inf-literal-lead", "dropout1e400", LimitError, 1, 8, "too large to represent"),
+    ("inf-literal-size", "input 8x8x3\nconv3-{1e400}", LimitError, 2, 8, "too large to represent"),
+    ("zero-literal", "bn[eps=1e-400]", ValueError_, 1, 8, "would be read as 0"),
+    ("inf-mul", "bn[eps=1e300*1e300*0]", ValueError_, 1, 8, "not a finite number"),
+    ("inf-sub", "leakyrelu[slope=1e308*10-1e308*10]", ValueError_, 1, 17, "not a finite number"),
+    ("inf-paren", "dropout[p=(1e308+1e308)*0]", ValueError_, 1, 12, "not a finite number"),
+    ("inf-div", "lrn[alpha=1/1e-320]", ValueError_, 1, 11, "not a finite number"),
+    ("inf-repeat", "conv3-4 x{1e308*10}", ValueError_, 1, 11, "not a finite number"),
+    ("inf-default", "block b(c=1e308*10) = conv3-c\nb()", ValueError_, 1, 11, "not a finite number"),
+    ("inf-argument", "block b(c) = conv3-c\nb(1e308*10)", ValueError_, 2, 3, "not a finite number"),
+    ("inf-activation", "activation leakyrelu[slope=1e308*10*0]\nconv3-4", ValueError_, 1, 28, "not a finite number"),
+    ("inf-augment", "augment crop=1e308*10\nconv3-4", ValueError_, 1, 14, "not a finite number"),
+    ("inf-stride", "conv3-4[stride=1e308*10]", ValueError_, 1, 16, "not a finite number"),
+    ("underflow-mul", "conv3-{1e-200*1e-200 + 4}", ValueError_, 1, 8, "too small to represent"),
+    ("nan-div", "conv3-4 x{0.0/0}", ValueError_, 1, 15, "division by zero"),
+    ("huge-int", "input 8x8x3\nconv3-{99999999*99999999}", LimitError, 2, 8, "absurdly large"),
+    ("long-float", "dropout[p=0." + "1" * 31 + "]", LimitError, 1, 11, "33 characters"),
+    # -- recursion: expressions and nesting driven by the input
+    ("sum-1000", "conv3-{" + _sum(1000) + "}", LimitError, 1, 8, "operators deep"),
+    ("sum-100k", "conv3-{" + _sum(100_000) + "}", LimitError, 1, 8, "operators deep"),
+    ("neg-100k", "conv3-{" + "-" * 100_000 + "4}", LimitError, 1, 100_008 - (limits.MAX_EXPR_DEPTH + 1),
+     "operators deep"),
+    ("product-chain", "bn[eps=" + "*".join(["1"] * 5000) + "]", LimitError, 1, 8, "operators deep"),
+    ("calls-x-nesting", _nested_calls(31, 30), LimitError, 5, 138, "levels deep"),
+    # -- names that collide
+    ("stage-label-twice", "input 8x8x3\na: conv3-4 | a: conv3-4", NameError_, 2, 14, "two stages are labelled 'a'"),
+    ("stage-label-input", "input 8x8x3\ninput: conv3-4", NameError_, 2, 1, "'input' is already used"),
+    ("repeat-suffix", "input 8x8x3\na_2: relu + (a: relu) x2", NameError_, 2, 14, "'a_2' is already used"),
+    ("label-suffix", "input 8x8x3\n(a: relu) x2 + a_2: relu", NameError_, 2, 16, "'a_2' is already used"),
+    ("res-add-label", "res(add: conv3-8 + conv3-8)", NameError_, 1, 5, "the label 'add' is taken"),
+    ("res-proj-label", "input 8x8x8\nres(proj: conv3-8/2 + conv3-16)", NameError_, 2, 5, "the label 'proj' is taken"),
+    ("res-proj-bn-label", "input 8x8x3\nres(proj_bn: conv3-8/2 bn + conv3-16 bn)", NameError_, 2, 5,
+     "the label 'proj_bn' is taken"),
+    ("block-proj-label", "input 8x8x3\nblock r(c) = res(conv3-c/2 bn + proj: conv3-c bn)\nr(8)", NameError_, 2, 33,
+     "'r1.proj'"),
+    # -- look-alike characters: names and numbers are ASCII
+    ("long-s-block", "block \u017fb(c) = conv3-c\nblock sb(c) = conv3-c\n\u017fb(3) + sb(3)", SyntaxError_, 1, 7,
+     "U+017F LATIN SMALL LETTER LONG S"),
+    ("kelvin-block", "block blc\u212a(c) = conv3-c\nblc\u212a(3)", SyntaxError_, 1, 10, "U+212A KELVIN SIGN"),
+    ("dotless-i-keyword", "\u0131nput 8x8x3\nconv3-4", SyntaxError_, 1, 1, "DOTLESS I"),
+    ("dotted-I-keyword", "\u0130NPUT 8x8x3\nconv3-4", SyntaxError_, 1, 1, "U+0130"),
+    ("arabic-digit", "conv\u0663-64", SyntaxError_, 1, 5, "ARABIC-INDIC DIGIT THREE"),
+    ("fullwidth-digit", "conv3-\uff16\uff14", SyntaxError_, 1, 7, "FULLWIDTH DIGIT SIX"),
+    ("label-accent", "input 8x8x3\ncaf\u00e9: conv3-4", SyntaxError_, 2, 4, "U+00E9"),
+    ("nbsp", "conv3-64\u00a0+ relu", SyntaxError_, 1, 9, "NO-BREAK SPACE"),
+    ("repeat-fullwidth", "conv3-4 x\uff12", SyntaxError_, 1, 10, "FULLWIDTH DIGIT TWO"),
+    ("line-separator", "conv3-4 # comment\u2028more\nrelu", SyntaxError_, 1, 18, "control or invalid character"),
+    # -- sizes
+    ("adaptive-too-big", "input 64x64x3\nadaptiveavgpool1048577x1", LimitError, 2, 16, "beyond the limit"),
+    ("lrn-too-big", "input 8x8x3\nlrn4097", LimitError, 2, 4, "beyond the limit"),
+    ("kernel-too-big", "input 8x8x3\nconv4097-4", LimitError, 2, 5, "beyond the limit"),
+    ("repeat-too-big", "conv3-4 x100001", LimitError, 1, 9, "beyond the limit"),
+    ("steps-empty-repeats", "((none x1000) x1000) x1000", LimitError, 1, 3, "steps to lower"),
+    ("steps-empty-calls", "block e() = none\n((e() x1000) x1000) x1000", LimitError, 2, 3, "steps to lower"),
+    ("steps-arguments", "block b(c) = none\n(b(" + "+".join(["(1+1+1+1+1+1+1+1)"] * 150) + ") x1000) x100",
+     LimitError, 2, 5, "steps to lower"),
+    ("concat-channels", "input 8x8x3\ncat(conv1-1048576, conv1-1048576)", LimitError, 2, 1, "1,048,576"),
+    ("options", "conv3-4[" + ", ".join(["valid"] * 33) + "]", LimitError, 1, 8, "33 options"),
+    ("options-quadratic", "conv3-4[" + ", ".join(["valid"] * 32) + "]", NameError_, 1, 16, "given twice"),
+    ("params", "block b(" + ", ".join(f"p{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(65)) + ") = relu\nrelu",
+     LimitError, 1, 7, "65 block parameters"),
+    ("arguments", "block b(c) = relu\nb(" + ", ".join(["1"] * 65) + ")", LimitError, 2, 1, "65 arguments"),
+    ("dims", "input 1x1x1x1x1x1x1x1x1\nconv3-4", LimitError, 1, 7, "9 parts"),
+    ("name-length", "block " + "a" * 129 + "() = relu\nrelu", LimitError, 1, 7, "129 characters"),
+    ("label-length", "b" * 129 + ": relu", LimitError, 1, 1, "130 characters"),
+]
+IDS = [case[0] for case in HOSTILE]
+
+
+@pytest.mark.parametrize("name,text,cls,line,col,words", HOSTILE, ids=IDS)
+def test_hostile_spec_is_refused_with_a_span(name, text, cls, line, col, words):
+    start = time.perf_counter()
+    with pytest.raises(cnndsl.CnnDslError) as info:
+        cnndsl.compile(text, filename="hostile.cnn")
+    err = info.value
+    assert type(err) is cls, err.render()
+    assert err.span is not None and (err.line, err.column) == (line, col), err.render()
+    assert words in err.message, err.render()
+    rendered = err.render()
+    assert rendered.startswith(f"hostile.cnn:{line}:{col}: ") and "^" in rendered
+    assert time.perf_counter() - start < 10, "refused, but slowly"
+
+
+def _parse_time(case) -> bool:
+    """Is this case refused by the parser (so `fmt`, which only parses, refuses it too)?"""
+    try:
+        cnndsl.parse(case[1])
+    except cnndsl.CnnDslError:
+        return True
+    return False
+
+
+CLI_CASES = [c for c in HOSTILE if len(c[1]) < 5000 and c[0] not in ("steps-empty-repeats", "steps-arguments")]
+
+
+@pytest.mark.parametrize("name,text,cls,line,col,words", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_hostile_spec_through_the_cli(tmp_path, name, text, cls, line, col, words):
+    path = tmp_path / "hostile.cnn"
+    path.write_text(text, encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(main, ["analyze", str(path)], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"{path}:{line}:{col}: "), result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    result = runner.invoke(main, ["fmt", str(path)], catch_exceptions=False)
+    if _parse_time((name, text)):
+        assert result.exit_code == 1 and result.output.startswith(f"{path}:{line}:{col}: "), result.output
+    else:       # fmt only parses: it prints text that parses and gives the same error when compiled
+        assert result.exit_code == 0, result.output
+        with pytest.raises(cls):
+            cnndsl.compile(result.output)
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- NaN and inf inside the op rules ----
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("op,args", [
+    ("bn", LayerArgs("bn", None, None, None, {"eps": NAN})),
+    ("bn", LayerArgs("bn", None, None, None, {"momentum": INF})),
+    ("lrn", LayerArgs("lrn", None, None, None, {"alpha": NAN})),
+    ("lrn", LayerArgs("lrn", None, None, None, {"beta": -INF})),
+    ("lrn", LayerArgs("lrn", NAN, None, None, {})),
+    ("dropout", LayerArgs("dropout", NAN, None, None, {})),
+    ("dropout", LayerArgs("dropout", None, None, None, {"p": NAN})),
+    ("leakyrelu", LayerArgs("leakyrelu", None, None, None, {"slope": NAN})),
+    ("elu", LayerArgs("elu", None, None, None, {"alpha": INF})),
+    ("conv", LayerArgs("conv", NAN, 4, None, {})),
+    ("conv", LayerArgs("conv", 3, INF, None, {})),
+    ("conv", LayerArgs("conv", 3, 4, (NAN, 1), {})),
+    ("conv", LayerArgs("conv", 3, 4, None, {"dilation": INF})),
+    ("fc", LayerArgs("fc", NAN, None, None, {})),
+    ("maxpool", LayerArgs("maxpool", 3, None, NAN, {})),
+    ("adaptive_avgpool", LayerArgs("adaptiveavgpool", (NAN, 2), None, None, {})),
+])
+def test_every_range_check_refuses_nan_and_inf(op, args):
+    with pytest.raises(OpError):
+        OPS[op].build(args, (4, 8, 8))
+
+
+def test_widest_adaptive_window_is_exact():
+    for size in range(1, 60):
+        for count in range(1, 60):
+            widest = max(end - start for start, end in (adaptive_window(i, size, count) for i in range(count)))
+            assert widest_adaptive_window(size, count) == widest, (size, count)
+
+
+def test_huge_adaptive_pooling_is_analyzed_at_once():
+    start = time.perf_counter()
+    report = cnndsl.analyze("input 64x64x3\nadaptiveavgpool1048576x1")
+    assert report.graph.output.shape == (3, 1 << 20, 1)
+    assert time.perf_counter() - start < 5
+
+
+# ---------------------------------------------------------------- literals that fmt prints ----
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0, allow_nan=False, allow_infinity=False))
+def test_every_finite_float_prints_as_a_literal_that_reads_back(value):
+    text = cnndsl.format_spec(f"input 8x8x3\ndropout[p={value!r}]")
+    assert len(repr(value)) <= limits.MAX_FLOAT_CHARS
+    got = cnndsl.parse(text).statements[1].options[0].value.value
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("literal,value", [("1e-05", 1e-05), ("1e+16", 1e16), ("5e-324", 5e-324),
+                                           ("0." + "3" * 30, 0.3333333333333333), ("1.5E3", 1500.0),
+                                           (".5", 0.5), ("5.", 5.0), ("2.2250738585072014e-308", 2.2250738585072014e-308),
+                                           ("1.7976931348623157e308", 1.7976931348623157e308)])
+def test_float_forms_round_trip(literal, value):
+    text = f"input 8x8x3\nconv3-4 + lrn[k={literal} / {literal} * 2, alpha=0.5] + bn[eps={literal} * 0]"
+    option = cnndsl.parse(text).statements[1].items[1].options[0]
+    assert option.value.left.left.value == value
+    printed = cnndsl.format_spec(text)
+    assert repr(value) in printed and cnndsl.format_spec(printed) == printed
+    g = cnndsl.compile(text)
+    assert g["lrn1"].attrs["k"] == 2.0
+    assert cnndsl.compile(printed).same_as(g)
+
+
+@st.composite
+def float_literal(draw, low: float, high: float):
+    """A float in [low, high] written any way the FLOAT terminal reads: 0.5, 5e-1, 5.0E-01, .5, 5."""
+    value = draw(st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False))
+    form = draw(st.sampled_from(["repr", "e", "E", "f"]))
+    if form == "repr":
+        text = repr(value)
+    elif form in ("e", "E"):
+        text = f"{value:.{draw(st.integers(0, 16))}{form}}"
+    else:
+        text = f"{value:.{draw(st.integers(1, 20))}f}"
+    return text if "." in text or "e" in text.lower() else text + ".0"
+
+
+@st.composite
+def spec_with_floats(draw):
+    """A generated spec whose bn, dropout, lrn and activation layers carry float options."""
+    text = draw(random_spec())
+    lines = text.splitlines()
+    body = lines[-1]
+    body = re.sub(r"\bbn\b", lambda m: f"bn[eps={draw(float_literal(0, 1))}, momentum={draw(float_literal(0, 1))}]",
+                  body)
+    body = re.sub(r"\blrn\b", lambda m: f"lrn[alpha={draw(float_literal(0, 1e6))}, k={draw(float_literal(0, 1e6))}]",
+                  body)
+    body = re.sub(r"\bdropout0\.25\b", lambda m: f"dropout{draw(float_literal(0, 0.999))}", body)
+    extra = draw(st.sampled_from(["", f" + leakyrelu[slope={draw(float_literal(0, 1e6))}]",
+                                  f" + elu[alpha={draw(float_literal(0, 1e6))}]",
+                                  f" + dropout[p={draw(float_literal(0, 0.999))}]"]))
+    head, sep, tail = body.partition("\n|")
+    return "\n".join(lines[:-1] + [head + extra + sep + tail]) + "\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec_with_floats())
+def test_format_round_trip_with_float_options(text):
+    try:
+        original = cnndsl.compile(text)
+    except cnndsl.CnnDslError:
+        return
+    printed = cnndsl.format_spec(text)
+    assert cnndsl.compile(printed).same_as(original), (text, printed)
+    assert cnndsl.format_spec(printed) == printed
+
+
+# ---------------------------------------------------------------- recursion ----
+
+def test_expressions_at_the_depth_limit_work():
+    depth = limits.MAX_EXPR_DEPTH
+    g = cnndsl.compile("input 8x8x3\nconv3-{" + _sum(depth + 1) + "}")          # depth operators
+    assert g["conv1"].attrs["out"] == depth + 1
+    g = cnndsl.compile("input 8x8x3\nconv3-{" + "-" * depth + "4}")
+    assert g["conv1"].attrs["out"] == 4
+    assert cnndsl.format_spec("conv3-{" + "- " * depth + "4}") == "conv3-{" + "-" * depth + "4}\n"
+    with pytest.raises(LimitError):
+        cnndsl.compile("input 8x8x3\nconv3-{" + _sum(depth + 2) + "}")
+
+
+def test_wide_expressions_are_evaluated_without_recursion():
+    terms = ["1"] * 40_000      # a balanced sum: 40,000 terms, 16 levels of brackets
+    while len(terms) > 1:
+        terms = [f"({terms[i]}+{terms[i + 1]})" if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    g = cnndsl.compile("input 8x8x3\nconv1-{" + terms[0] + "}")
+    assert g["conv1"].attrs["out"] == 40_000
+    assert cnndsl.format_spec("conv1-{" + terms[0] + "}").count("+") == 39_999
+
+
+def test_deepest_legal_nesting_lowers_and_formats():
+    # 64 brackets, each a label around a repeat of a sequence: the lowering's depth limit is not reached
+    text = "input 8x8x3\n" + "".join(f"l{i}: (relu + " for i in range(60)) + "relu" + ") x1" * 60
+    g = cnndsl.compile(text)
+    assert len(g.nodes) == 62
+    assert cnndsl.compile(cnndsl.format_spec(text)).same_as(g)
+
+
+def test_lowering_never_reaches_pythons_recursion_limit():
+    # the worst nesting the limits allow, compiled with little stack to spare: refused as a LimitError
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(__import__("inspect").stack()) + 150)
+    try:
+        with pytest.raises(LimitError) as info:
+            cnndsl.compile(_nested_calls(31, 30))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert info.value.span is not None
+
+
+# ---------------------------------------------------------------- names ----
+
+def _module_path_clashes(graph) -> list:
+    """Nodes whose module paths would coincide: `T.x` beside `x` in the stage T (see names.module_paths)."""
+    per_stage: dict[str, set] = {}
+    for n in graph.nodes[1:]:
+        per_stage.setdefault(n.stage, set()).add(n.name)
+    return [(stage, name) for stage, names in per_stage.items() for name in names
+            if name.startswith(stage + ".") and name[len(stage) + 1:] in names]
+
+
+COLLIDING = [
+    "input 8x8x3\nconv3-4 | conv3-4 | stage3: (conv3-4) | conv3-4",
+    "input 8x8x3\nconv3-4 | conv3-4 | stage4: (conv3-4 + conv3-4) | conv3-4",
+    "input 8x8x3\nstage1: conv3-4 | conv3-4 | stage2: (conv3-4 + conv3-4)",
+    "input 8x8x3\nblock stage(c) = conv3-c + conv3-c\nconv3-4 + stage(4)",
+    "input 8x8x3\nconv3-4 + stage1: (conv3-4 + conv3-4)",
+    "input 8x8x3\nblock stage(c) = conv3-c\nstage(4) | stage(4) + conv3-4 | conv3-4 + stage(4) | stage(4) x2",
+    "input 8x8x3\nconv3-4 + conv1: conv3-4",
+    "input 8x8x3\nblock b() = conv3-4\nb() + b1: conv3-4",
+    "input 8x8x3\n(relu6: relu6) x2 + conv3-4 relu6",
+    "input 8x8x3\nconv3-4 relu6 + relu6_1: relu",
+    "input 8x8x3\nblock r(c) = res(add: conv3-c + conv3-c)\nr(3)",
+    "input 8x8x3\nx: cat(b1: conv1-4, conv1-4) + b1: conv3-4",
+    "input 8x8x3\ng: (conv3-4 + g: conv3-4)",
+    "input 8x8x3\nhead: conv3-4 | head2: (conv3-4 + head: relu)",
+    "input 8x8x3\nres1: conv3-3 + res(conv3-3)",
+]
+
+
+@pytest.mark.parametrize("text", COLLIDING)
+def test_labels_and_automatic_names_never_collide(text):
+    g = cnndsl.compile(text)           # verify() already refuses duplicate node names
+    assert len({n.name for n in g.nodes}) == len(g.nodes)
+    assert not _module_path_clashes(g), g.dump()
+    stages = [st for pipe in cnndsl.parse(text).statements if not isinstance(pipe, (BlockDef, InputStmt))
+              for st in (pipe.stages if isinstance(pipe, Pipeline) else (pipe,))]
+    assert len(g.stages) == len(stages)
+    assert all(st.label == name for st, name in zip(stages, g.stages) if isinstance(st, Labeled))
+    assert cnndsl.compile(cnndsl.format_spec(text)).same_as(g)
+
+
+def test_automatic_stage_names_skip_labels():
+    g = cnndsl.compile("input 8x8x3\nconv3-4 | conv3-4 | stage4: (conv3-4 + conv3-4) | conv3-4 | stage3: relu")
+    assert g.stages == ["stage1", "stage2", "stage4", "stage5", "stage3"]
+    g = cnndsl.compile("input 8x8x3\nblock b() = stage2: relu\nconv3-4 | b()")
+    assert g.stages == ["stage1", "stage3"]
+
+
+@pytest.mark.parametrize("text", COLLIDING[:6])
+def test_torch_builds_every_analyzed_parameter(text):
+    pytest.importorskip("torch")
+    g = cnndsl.compile(text)
+    model = cnndsl.to_torch(g)
+    assert sum(p.numel() for p in model.parameters()) == cnndsl.analyze(g).totals["params"]
+
+
+def test_bundled_specs_keep_their_names():
+    # the rules that keep names apart leave every bundled spec as it was (VGG's block is named `stage`)
+    g = cnndsl.compile(ROOT / "specs" / "vgg16.cnn")
+    assert g.stages[:5] == ["stage1", "stage2", "stage3", "stage4", "stage5"]
+    assert [n.name for n in g.nodes[1:4]] == ["stage1.conv1", "stage1.relu1", "stage1.conv2"]
+
+
+# ---------------------------------------------------------------- ASCII names ----
+
+def test_ascii_forms_still_work():
+    g = cnndsl.compile("input 16\u00d716\u00d73\nblock my-block(c) = conv3\u00d73-c \u00d72\nMy_Label: (my-block(4) x{2})"
+                       " | Conv3-4 X2 | INPUT_2: relu")
+    assert g.stages == ["My_Label", "stage2", "INPUT_2"]
+    assert [n.name for n in g.nodes[1:3]] == ["My_Label.my-block1.conv1", "My_Label.my-block1.relu1"]
+    assert cnndsl.compile("# comments may say anything: \u017f \u212a \u0131 \u00e9\nconv3-4 # \u2603").nodes[1].op == "conv"
+
+
+# ---------------------------------------------------------------- bounded time and memory ----
+
+_CHILD = textwrap.dedent("""
+    import resource, sys, time
+    resource.setrlimit(resource.RLIMIT_AS, (500 << 20, 500 << 20))
+    resource.setrlimit(resource.RLIMIT_CPU, (5, 5))
+    import cnndsl
+    text = sys.stdin.read()
+    start = time.perf_counter()
+    try:
+        cnndsl.compile(text)
+        print("compiled")
+    except cnndsl.CnnDslError as e:
+        print(type(e).__name__, e.line, e.column, e.message)
+    print(f"{time.perf_counter() - start:.2f}s")
+""")
+
+
+def _run_limited(text: str) -> str:
+    done = subprocess.run([sys.executable, "-c", _CHILD], input=text, capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_hostile_specs_are_refused_within_5s_and_500mb():
+    out = _run_limited("block e() = none\n((e() x1000) x1000) x1000")
+    assert out.startswith("LimitError 2 3 the spec takes more than"), out
+    out = _run_limited("input 8x8x3\n" + "relu " * 190_000)       # a 1 MB spec of layers: 190,000 nodes
+    assert out.startswith("LimitError 2 "), out
+    assert "grows beyond 100,000 nodes" in out
+
+
+def _letters(i: int) -> str:
+    return "".join("abcdefghij"[int(d)] for d in f"{i:05d}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,text,outcome", [
+    ("100k layers", "input 8x8x3\n" + "relu " * 99_000, "compiled"),
+    ("100k stages", "input 8x8x3\n" + " | ".join(["relu"] * 99_000), "compiled"),
+    ("60k labels", "input 8x8x3\n" + " | ".join(f"l{i}: relu" for i in range(60_000)), "compiled"),
+    ("40k blocks", "\n".join(f"block q{_letters(i)}() = relu" for i in range(40_000)) + "\nqzzzzz()",
+     "NameError_ 40001 1 unknown block 'qzzzzz'"),
+    ("long line", "input 8x8x3\nconv3-4" + " " * 990_000 + "+ relu", "compiled"),
+    ("100k sum", "conv3-{" + _sum(100_000) + "}", "LimitError 1 8 expression nests more than"),
+    ("deep parens", "input 8x8x3\n" + "(" * 64 + "relu" + ")" * 64 + " + relu" * 100_000,
+     "LimitError 2 700122 the network grows beyond 100,000 nodes"),
+])
+def test_one_megabyte_specs_are_bounded(name, text, outcome):
+    assert len(text) <= limits.MAX_SOURCE_CHARS
+    assert _run_limited(text).startswith(outcome)
+
+
+# ---------------------------------------------------------------- fuzz ----
+
+ALPHABET = list("conv3-64x2+|()[]{}=,:/.*%#\n ;maxpoolfcbnresgap_0123456789eEdrXk\\") + \
+    ["\u00d7", "\u017f", "\u212a", "\u0131", "\u00e9", "\u0663", "\uff13", "\u00a0", "\t", "\r"]
+TOKENS = ["conv3-8", "conv", "fc10", "maxpool", "bn", "relu", "dropout", "lrn", "leakyrelu", "gap", "softmax", "none",
+          "+", "|", "x2", "\u00d73", "x{", "{", "}", "(", ")", "[", "]", "=", ",", ":", "/", "-", "*", "//", "%",
+          "res(", "cat(", "add(", "block b(c) = ", "b(3)", "c", "input 16x16x3\n", "activation tanh\n",
+          "augment flip\n", "\n", "1e400", "1e308", "0.5", "1e-400", "eps=", "p=", "slope=", "stage2:", "lbl:",
+          "add:", "proj:", "a_2:", "\u017fb", "blc\u212a", "9" * 13, "3x3", "100001", "1048577"]
+
+
+def _only_our_errors(text: str) -> None:
+    for fn in (cnndsl.compile, cnndsl.format_spec):
+        try:
+            result = fn(text)
+        except cnndsl.CnnDslError as e:
+            assert e.span is not None and e.render(), (fn.__name__, text)
+            continue
+        if fn is cnndsl.format_spec:      # what fmt prints parses, and prints the same again
+            assert cnndsl.format_spec(result) == result, (text, result)
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.text(alphabet=st.sampled_from(ALPHABET), max_size=60))
+def test_fuzz_characters_raise_only_cnndsl_errors(text):
+    _only_our_errors(text)
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=16), st.sampled_from(["", " "]))
+def test_fuzz_tokens_raise_only_cnndsl_errors(tokens, sep):
+    _only_our_errors(sep.join(tokens))
