@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from . import limits
-from .errors import CnnDslError
+from .errors import CnnDslError, printable
 from .ir import Graph, make_node, verify
 from .ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
 
@@ -73,9 +73,7 @@ def _text(value) -> str:
 
 def _clean(value, limit: int = SHOWN) -> str:
     """Text from the file, fit for one line of a message: non-printables escaped, bounded."""
-    text = _text(value)
-    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
-    return out + ("..." if len(text) > limit else "")
+    return printable(_text(value), limit)
 
 
 def _show(value, limit: int = SHOWN) -> str:
@@ -113,6 +111,12 @@ def _floats() -> tuple:
 def _np_dtype(data_type: int) -> Optional[np.dtype]:
     from onnx import helper
     return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)) if data_type in _fields() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _attr_types() -> dict:
+    from onnx import AttributeProto as A
+    return {"INT": A.INT, "INTS": A.INTS, "FLOAT": A.FLOAT, "FLOATS": A.FLOATS, "STRING": A.STRING, "TENSOR": A.TENSOR}
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,6 +176,12 @@ class _Importer:
         if value in self.consts:
             raise self.fail(f"the constant {_show(value)} is used as a feature map",
                             "cnndsl imports CNNs whose layers compute on the input image")
+        if value in self.pads:
+            raise self.fail(f"the padded value {_show(value)} feeds something other than one pooling",
+                            "cnndsl imports a Pad only as the padding of the AveragePool or MaxPool after it")
+        if value in self.slices or value in self.bands or value in self.rows_pooled:
+            raise self.fail(f"the value {_show(value)}, part of an adaptive pooling, is used on its own",
+                            "cnndsl imports Slice/Reduce/Concat only in the pattern its exporter writes")
         raise self.fail(f"value {_show(value)} is not produced by an earlier supported node")
 
     def data(self, node) -> str:
@@ -213,14 +223,17 @@ class _Importer:
 
     def types(self, node, schema) -> None:
         """Constant inputs of the element types the op's schema allows, the data's type where they share it."""
-        from onnx import helper
         formals = schema.inputs
         for i, value in enumerate(node.input):
             t = self.consts.get(value) if value else None
             if t is None or not formals:
                 continue
             formal = formals[min(i, len(formals) - 1)]
-            code = helper.np_dtype_to_tensor_dtype(t.dtype) if isinstance(t, np.ndarray) else t.data_type
+            if isinstance(t, np.ndarray):
+                from onnx import helper
+                code = helper.np_dtype_to_tensor_dtype(t.dtype)
+            else:
+                code = t.data_type
             same = formal.type_str == formals[0].type_str and self.elem and node.input[0] not in self.consts
             if f"tensor({_type_name(code)})" not in formal.types or (same and code != self.elem):
                 want = _type_name(self.elem) if same else ", ".join(sorted(x[7:-1] for x in formal.types))
@@ -228,9 +241,8 @@ class _Importer:
                                 f"not {want}")
 
     def _attr(self, node, a: dict, name: str, kind: str):
-        from onnx import AttributeProto
         attr = a.get(name)
-        if attr is not None and attr.type != getattr(AttributeProto, kind):
+        if attr is not None and attr.type != _attr_types()[kind]:
             what = {"INT": "an integer", "INTS": "a list of integers", "FLOAT": "a number", "STRING": "a string",
                     "FLOATS": "a list of numbers", "TENSOR": "a tensor"}[kind]
             raise self.fail(f"{self.label(node)}: attribute {_show(name)} must be {what}")

@@ -485,6 +485,11 @@ MALFORMED = [
     ("relu-two-outputs", lambda: model([h.make_node("Relu", ["x"], ["y", "z"])]), "has 2 outputs"),
     ("relu-of-weight", lambda: one("Relu", ("w",), [zeros("w", 3)]), "the constant 'w' is used as a feature map"),
     ("relu-cycle", lambda: model([h.make_node("Relu", ["y"], ["y"])]), "value 'y' is not produced by an earlier"),
+    ("pad-into-relu", lambda: model([h.make_node("Pad", ["x", "p"], ["q"]), h.make_node("Relu", ["q"], ["y"])],
+                                    [ints("p", [0, 0, 1, 1] * 2)]), "the padded value 'q' feeds something other"),
+    ("slice-into-relu", lambda: model([h.make_node("Slice", ["x", "s", "e", "a"], ["q"]),
+                                       h.make_node("Relu", ["q"], ["y"])], [ints("s", [0]), ints("e", [2]), ints("a", [2])]),
+     "the value 'q', part of an adaptive pooling, is used on its own"),
     ("reshape-no-shape", lambda: one("Reshape"), "has 1 input; Reshape takes 2"),
     ("slice-one-input", lambda: one("Slice"), "has 1 input; Slice takes 3 to 5"),
     ("slice-vector-starts", lambda: one("Slice", ("x", "s", "e", "a"), [ints("s", [0, 1]), ints("e", [2, 3]),
@@ -541,7 +546,7 @@ def _domain(m):
 
 
 # valid ONNX that ONNX Runtime runs, but not a CNN cnndsl can analyze: refused as unsupported, never a crash
-VALID_ONNX = {"conv-computed-weight", "relu-of-weight", "slice-vector-starts", "reduce-alone", "constant-string",
+VALID_ONNX = {"conv-computed-weight", "pad-into-relu", "slice-into-relu", "relu-of-weight", "slice-vector-starts", "reduce-alone", "constant-string",
               "maxpool-indices", "output-is-input", "symbolic-dims", "negative-dim", "negative-batch", "rank-3-input",
               "unknown-op"}
 
