@@ -463,9 +463,9 @@ class _Importer:
         array = self.values(node, index, what, rank=rank)
         if array is None:
             return None
-        if array.size != 1:
+        if array.size != 1 or array.ndim > 1:     # a scalar, or (as ONNX Runtime takes it) a 1-element vector
             raise self.fail(f"{self.label(node)}: its {what} {_show(node.input[index])} must be one number, "
-                            f"got {array.size}")
+                            f"got {fmt_shape(array.shape)}")
         return float(array.ravel()[0])
 
     # ---------------------------------------------------------------- IR --

@@ -172,6 +172,7 @@ def test_hostile_names_import_and_analyze(tmp_path, name):
     for command in ("analyze", "import"):
         result = cli(command, path)
         assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x00" not in result.output and "\u202e" not in result.output
     spec = cli("import", path).output
     assert cnndsl.analyze(cnndsl.compile(spec)).totals["params"] == NAMED_PARAMS
     assert "CANARY" not in spec and spec.count("\n") == 8       # the names stay out of the written spec
@@ -407,7 +408,9 @@ INVALID = [
     ("reshape-float-target", lambda: one("Reshape", ("x", "s"), [floats("s", [1, -1])]), "its shape 's' holds float, not int64",
      True),
     ("clip-vector-bound", lambda: one("Clip", ("x", "lo", "hi"), [floats("lo", [0, 0, 0]), floats("hi", 6.0)]),
-     "must be one number", True),
+     "must be one number, got 3", True),
+    ("clip-matrix-bound", lambda: one("Clip", ("x", "lo", "hi"), [floats("lo", [[0]]), floats("hi", 6.0)]),
+     "must be one number, got 1x1", True),
     ("gelu-approximate", lambda: one("Gelu", opset=20, approximate="bogus"), "'approximate' is 'bogus'", True),
     ("duplicate-output", lambda: model([h.make_node("Relu", ["x"], ["y"]), h.make_node("Sigmoid", ["x"], ["y"])]),
      "the value 'y' is defined twice", True),
