@@ -44,8 +44,9 @@ def item(node, context: int) -> str:
         count = node.count
         suffix = f"x{count.value}" if isinstance(count, A.Num) and isinstance(count.value, int) else f"x{{{expr(count)}}}"
         text, prec = f"{item(node.body, _UNIT)} {suffix}", _REP
-    elif isinstance(node, A.Labeled):
-        text, prec = f"{node.label}: {item(node.body, _UNIT)}", _UNIT
+    elif isinstance(node, A.Labeled):      # `a: b: x` does not parse: a label on a label needs parentheses
+        body = f"({item(node.body, _PIPE)})" if isinstance(node.body, A.Labeled) else item(node.body, _UNIT)
+        text, prec = f"{node.label}: {body}", _UNIT
     elif isinstance(node, A.Layer):
         text, prec = layer(node), _UNIT
     elif isinstance(node, A.Call):
@@ -79,7 +80,8 @@ def layer(node: A.Layer) -> str:
     # built-in layers print in lower case; a block called without parentheses keeps its exact spelling
     text = node.word.lower() if normalize_word(node.word) in SPELLINGS else node.word
     if node.lead is not None:
-        text += _size(node.lead, True)
+        # `x 3` is a layer named x, `x3` a repeat and `x{3}` a repeat by an expression: keep the space
+        text += (" " if text in ("x", "X") else "") + _size(node.lead, True)
     if node.size is not None:
         text += "-" + _size(node.size, False)
     if node.stride is not None:

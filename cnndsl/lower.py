@@ -490,6 +490,8 @@ class _Lowering:
         """Lower one item. Each nesting level costs at most three Python frames, and MAX_DEPTH bounds the levels."""
         if isinstance(node, A.Labeled):
             node, label, label_span = node.body, node.label, node.label_span
+            if isinstance(node, A.Labeled):     # `a: (b: conv3-4)`: the scope a holds the node a.b
+                return self.scoped(label, label_span, node, cur)
         self.where = node.span
         self.depth += 1
         self.steps += 1
@@ -520,13 +522,15 @@ class _Lowering:
         return cur
 
     def scoped(self, label: str, label_span: Optional[Span], node, cur: Cursor) -> Cursor:
-        """A labelled sequence, pipeline or repeat: its items in the scope `label`."""
+        """A labelled sequence, pipeline, repeat or labelled item: its items in the scope `label`."""
         name = self.fresh("group", label, label_span)
         outer = self.enter(name[len(self.scope.prefix):], node)
         self.names.add(name)
         try:
             if isinstance(node, A.Repeat):
                 return self.repeat(node, cur)
+            if isinstance(node, A.Labeled):
+                return self.lower(node, cur)
             for item in (node.items if isinstance(node, A.Sequence) else node.stages):
                 cur = self.lower(item, cur)
             return cur

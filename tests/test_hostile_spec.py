@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import cnndsl
 from cnndsl import limits
 from cnndsl.cli import main
+from cnndsl.ir import Graph, make_node
 from cnndsl.errors import LimitError, NameError_, SyntaxError_, ValueError_
 from cnndsl.syntax import BlockDef, InputStmt, Labeled, Pipeline
 from cnndsl.ops import OPS, LayerArgs, OpError, adaptive_window, widest_adaptive_window
@@ -276,6 +277,56 @@ def test_format_round_trip_with_float_options(text):
     assert cnndsl.format_spec(printed) == printed
 
 
+def _expressions():
+    leaves = st.one_of(st.integers(0, 5).map(str), st.sampled_from(["c", "s", "0.5", "1e-05", "2x2", ".25"]))
+    return st.recursive(leaves, lambda e: st.one_of(
+        st.tuples(e, st.sampled_from(["+", " - ", "*", "/", "//", "%"]), e).map("".join),
+        e.map(lambda x: f"-{x}"), e.map(lambda x: f"({x})")), max_leaves=6)
+
+
+def _items():
+    expr = _expressions()
+    size = st.one_of(st.integers(1, 8).map(str), st.sampled_from(["c", "2x2", "1.5"]), expr.map(lambda x: f"{{{x}}}"))
+    layer = st.builds(lambda w, lead, sz, stride, opts: w + lead + sz + stride + opts,
+                      st.sampled_from(["conv", "CONV", "fc", "maxpool", "bn", "dropout", "lrn", "relu", "x ", "b"]),
+                      st.one_of(st.just(""), size), st.one_of(st.just(""), size.map(lambda x: "-" + x)),
+                      st.one_of(st.just(""), size.map(lambda x: "/" + x)),
+                      st.one_of(st.just(""), st.lists(st.one_of(st.sampled_from(["valid", "ceil"]),
+                                                                expr.map(lambda x: f"p={x}")),
+                                                      max_size=2).map(lambda o: "[" + ", ".join(o) + "]")))
+    call = st.lists(expr, max_size=2).map(lambda args: "b(" + ", ".join(args) + ")")
+    return st.recursive(st.one_of(layer, call), lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map(" + ".join),
+        st.lists(inner, min_size=2, max_size=3).map(" | ".join).map(lambda x: f"({x})"),
+        st.lists(inner, min_size=2, max_size=3).map(" ".join),
+        inner.map(lambda x: f"({x})"),
+        st.tuples(st.sampled_from(["a", "b", "stage2", "conv1", "add"]), inner).map(lambda t: f"{t[0]}: {t[1]}"),
+        st.tuples(inner, st.one_of(st.integers(1, 3).map(lambda n: f" x{n}"), expr.map(lambda x: f" x{{{x}}}")))
+        .map("".join),
+        st.tuples(inner, st.one_of(st.just(""), inner.map(lambda x: ", " + x))).map(lambda t: f"res({t[0]}{t[1]})"),
+        st.lists(inner, min_size=2, max_size=3).map(lambda b: "cat(" + ", ".join(b) + ")")), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_items(), st.sampled_from(["", "input 16x16x4\n"]), st.sampled_from(["", "block b(c=2, s=1) = conv3-c/s\n"]))
+def test_format_round_trip_of_random_syntax(body, head, block):
+    text = head + block + body
+    try:
+        cnndsl.parse(text)
+    except cnndsl.CnnDslError as e:
+        assert e.span is not None
+        return
+    printed = cnndsl.format_spec(text)
+    assert cnndsl.format_spec(printed) == printed, (text, printed)
+    try:
+        original = cnndsl.compile(text)
+    except cnndsl.CnnDslError as e:
+        with pytest.raises(type(e)):
+            cnndsl.compile(printed)
+        return
+    assert cnndsl.compile(printed).same_as(original), (text, printed)
+
+
 # ---------------------------------------------------------------- recursion ----
 
 def test_expressions_at_the_depth_limit_work():
@@ -321,12 +372,17 @@ def test_lowering_never_reaches_pythons_recursion_limit():
 # ---------------------------------------------------------------- names ----
 
 def _module_path_clashes(graph) -> list:
-    """Nodes whose module paths would coincide: `T.x` beside `x` in the stage T (see names.module_paths)."""
-    per_stage: dict[str, set] = {}
+    """Nodes that would share a module path (stage, scope..., name), where a first name part equal to the
+    node's stage stands for the stage (as in names.module_paths): `T.x` beside a top-level `x` in stage T."""
+    seen: dict[tuple, str] = {}
+    clashes = []
     for n in graph.nodes[1:]:
-        per_stage.setdefault(n.stage, set()).add(n.name)
-    return [(stage, name) for stage, names in per_stage.items() for name in names
-            if name.startswith(stage + ".") and name[len(stage) + 1:] in names]
+        parts = tuple(n.name.split("."))
+        path = parts if len(parts) > 1 and parts[0] == n.stage else (n.stage, *parts)
+        if path in seen:
+            clashes.append((seen[path], n.name))
+        seen[path] = n.name
+    return clashes
 
 
 COLLIDING = [
@@ -358,6 +414,54 @@ def test_labels_and_automatic_names_never_collide(text):
     assert len(g.stages) == len(stages)
     assert all(st.label == name for st, name in zip(stages, g.stages) if isinstance(st, Labeled))
     assert cnndsl.compile(cnndsl.format_spec(text)).same_as(g)
+
+
+def test_the_clash_check_sees_a_clash():
+    nodes = [make_node("input", "input", (), {}, (3, 8, 8), "input", None),
+             make_node("conv1", "relu", ("input",), {}, (3, 8, 8), "stage1", None),
+             make_node("stage1.conv1", "relu", ("conv1",), {}, (3, 8, 8), "stage1", None)]
+    assert _module_path_clashes(Graph(tuple(nodes))) == [("conv1", "stage1.conv1")]
+
+
+LABELS = ["conv1", "relu1", "bn1", "stage1", "stage2", "stage3", "add", "proj", "proj_bn", "b1", "res1", "cat1", "a",
+          "a_1", "a_2", "group1", "concat", "flatten1", "relu6", "relu6_1", "blk1", "stage", "g"]
+UNITS = ["conv3-4", "relu", "relu6", "bn", "res(conv3-4)", "res(conv3-4/2 bn + conv3-8 bn)", "cat(conv1-2, conv1-2)",
+         "blk()", "stage(4)"]
+
+
+@st.composite
+def label_soup(draw):
+    """Stages of units under labels that look like automatic names, repeated or grouped at random."""
+    stages = []
+    for _ in range(draw(st.integers(1, 4))):
+        items = []
+        for _ in range(draw(st.integers(1, 3))):
+            unit = draw(st.sampled_from(UNITS))
+            if draw(st.booleans()):
+                unit = f"{draw(st.sampled_from(LABELS))}: {unit}"
+            if draw(st.integers(0, 4)) == 0:
+                unit = f"({unit}) x2"
+            items.append(unit)
+        stage = " + ".join(items)
+        if draw(st.integers(0, 2)) == 0:
+            stage = f"{draw(st.sampled_from(LABELS))}: ({stage})"
+        stages.append(stage)
+    return "input 8x8x3\nblock blk() = conv3-4 + a: relu\nblock stage(c) = conv3-c\n" + " | ".join(stages)
+
+
+@settings(max_examples=150, deadline=None)
+@given(label_soup())
+def test_label_soup_never_collides(text):
+    try:
+        g = cnndsl.compile(text)
+    except cnndsl.CnnDslError as e:       # a clash the rules refuse rather than rename: at a label
+        assert isinstance(e, NameError_) and e.span is not None, e.render()
+        return
+    assert not _module_path_clashes(g), g.dump()
+    assert len(set(g.stages)) == len(g.stages)
+    from cnndsl.names import module_paths
+    paths = module_paths(g)
+    assert len(set(paths.values())) == len(paths)
 
 
 def test_automatic_stage_names_skip_labels():
