@@ -490,8 +490,6 @@ class _Lowering:
         """Lower one item. Each nesting level costs at most three Python frames, and MAX_DEPTH bounds the levels."""
         if isinstance(node, A.Labeled):
             node, label, label_span = node.body, node.label, node.label_span
-            if isinstance(node, A.Labeled):     # `a: (b: conv3-4)`: the scope a holds the node a.b
-                return self.scoped(label, label_span, node, cur)
         self.where = node.span
         self.depth += 1
         self.steps += 1
@@ -502,6 +500,8 @@ class _Lowering:
             self.check_steps(node.span)
         if isinstance(node, A.Layer):
             cur = self.layer(node, cur, label, label_span)
+        elif isinstance(node, A.Labeled):       # `a: (b: conv3-4)`: the scope a holds the node a.b
+            cur = self.scoped(label, label_span, node, cur)
         elif isinstance(node, (A.Sequence, A.Pipeline)):
             if label is not None:
                 cur = self.scoped(label, label_span, node, cur)
