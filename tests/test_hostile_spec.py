@@ -76,8 +76,9 @@ HOSTILE = [
     ("product-chain", "bn[eps=" + "*".join(["1"] * 5000) + "]", LimitError, 1, 8, "operators deep"),
     ("calls-x-nesting", _nested_calls(31, 30), LimitError, 5, 138, "levels deep"),
     ("calls-x-labels", "input 8x8x3\n" + "\n".join(
-        f"block bl{chr(97 + k)}() = " + "".join(f"l{i}: (" for i in range(60)) + (f"bl{chr(98 + k)}()" if k < 31 else "relu")
-        + ")" * 60 for k in range(32)) + "\nbla()", LimitError, 5, 126, "levels deep"),
+        f"block b{chr(97 + k // 26)}{chr(97 + k % 26)}() = " + "".join(f"l{i}: (" for i in range(60))
+        + (f"b{chr(97 + (k + 1) // 26)}{chr(97 + (k + 1) % 26)}()" if k < 31 else "relu") + ")" * 60
+        for k in range(32)) + "\nbaa()", LimitError, 5, 125, "levels deep"),
     # -- names that collide
     ("stage-label-twice", "input 8x8x3\na: conv3-4 | a: conv3-4", NameError_, 2, 14, "two stages are labelled 'a'"),
     ("stage-label-input", "input 8x8x3\ninput: conv3-4", NameError_, 2, 1, "'input' is already used"),
