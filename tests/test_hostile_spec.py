@@ -496,6 +496,8 @@ def test_ascii_forms_still_work():
     g = cnndsl.compile("input 16\u00d716\u00d73\nblock my-block(c) = conv3\u00d73-c \u00d72\nMy_Label: (my-block(4) x{2})"
                        " | Conv3-4 X2 | INPUT_2: relu")
     assert g.stages == ["My_Label", "stage2", "INPUT_2"]
+    assert cnndsl.compile("input 8\u00d78\u00d73\nconv3-4 \u00d7{1+1} + conv3-4 \u00d72").same_as(
+        cnndsl.compile("input 8x8x3\nconv3-4 x{1+1} + conv3-4 x2"))
     assert [n.name for n in g.nodes[1:3]] == ["My_Label.my-block1.conv1", "My_Label.my-block1.relu1"]
     assert cnndsl.compile("# comments may say anything: \u017f \u212a \u0131 \u00e9\nconv3-4 # \u2603").nodes[1].op == "conv"
 
