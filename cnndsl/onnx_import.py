@@ -120,6 +120,15 @@ def _attr_types() -> dict:
 
 
 @functools.lru_cache(maxsize=None)
+def _attr_fields() -> dict:
+    """AttributeProto type -> the one field that may hold its value."""
+    from onnx import AttributeProto as A
+    return {A.FLOAT: "f", A.INT: "i", A.STRING: "s", A.TENSOR: "t", A.GRAPH: "g", A.SPARSE_TENSOR: "sparse_tensor",
+            A.TYPE_PROTO: "tp", A.FLOATS: "floats", A.INTS: "ints", A.STRINGS: "strings", A.TENSORS: "tensors",
+            A.GRAPHS: "graphs", A.SPARSE_TENSORS: "sparse_tensors", A.TYPE_PROTOS: "type_protos"}
+
+
+@functools.lru_cache(maxsize=None)
 def _schema(op: str, opset: int):
     """The ONNX schema of an op as of an opset, or None where the opset has no such op."""
     from onnx import defs
@@ -127,6 +136,12 @@ def _schema(op: str, opset: int):
         return defs.get_schema(op, opset, "")
     except Exception:
         return None
+
+
+@functools.lru_cache(maxsize=None)
+def _data_types() -> frozenset:
+    from onnx import TensorProto
+    return frozenset(v for v in TensorProto.DataType.values() if v != TensorProto.UNDEFINED)
 
 
 def _type_name(data_type: int) -> str:
@@ -215,6 +230,10 @@ class _Importer:
                 raise self.fail(f"{self.label(node)} has the attribute {_show(name)}, which cnndsl does not import")
             if name in out:
                 raise self.fail(f"{self.label(node)} gives the attribute {_show(name)} twice")
+            field = _attr_fields().get(a.type)
+            held = {f.name for f, _ in a.ListFields()} & set(_attr_fields().values())
+            if field is None or held - {field}:     # as ONNX Runtime checks: the value sits in its type's field
+                raise self.fail(f"{self.label(node)}: attribute {_show(name)} holds a value that is not of its type")
             out[name] = a
         for name, attr in schema.attributes.items():
             if attr.required and name not in out:
@@ -498,10 +517,12 @@ class _Importer:
         self.defined.add(value)
 
     def graph_input(self):
-        from onnx import TensorProto
         g = self.model.graph
+        known = _data_types()
         for t in g.initializer:
             self.define(t.name, "initializer")
+            if t.data_type not in known:     # ONNX Runtime refuses the model even when the tensor is unused
+                raise self.fail(f"the initializer {_show(t.name)} has no valid element type ({t.data_type})")
             self.consts[t.name] = t
         inputs = [v for v in g.input if v.name not in self.consts]
         if len(inputs) != 1:
@@ -511,7 +532,7 @@ class _Importer:
         if not v.type.HasField("tensor_type"):
             raise self.fail(f"the input {_show(v.name)} is not a tensor")
         self.elem = v.type.tensor_type.elem_type
-        if self.elem not in _floats() + (TensorProto.UNDEFINED,):
+        if self.elem not in _floats():
             raise self.fail(f"the input {_show(v.name)} holds {_type_name(self.elem)}; cnndsl imports "
                             "floating-point images")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
@@ -543,7 +564,11 @@ class _Importer:
             raise self.fail("the model has no nodes", "the file may be truncated or corrupt")
         if len(g.node) > limits.MAX_NODES:
             raise self.fail(f"the model has {len(g.node):,} nodes, beyond the limit of {limits.MAX_NODES:,}")
+        import onnx
         from onnx import defs
+        if not 0 <= self.model.ir_version <= onnx.IR_VERSION:
+            raise self.fail(f"the model has IR version {self.model.ir_version}",
+                            f"cnndsl reads IR versions up to {onnx.IR_VERSION}")
         if not 1 <= self.opset <= defs.onnx_opset_version():
             raise self.fail(f"the model imports ONNX opset {self.opset}" if self.opset else
                             "the model imports no ONNX opset", f"cnndsl reads opsets 1 to {defs.onnx_opset_version()}")
@@ -556,7 +581,7 @@ class _Importer:
         if outputs[0] not in self.alias:
             raise self.fail(f"the output {_show(outputs[0])} is not produced by a supported node")
         declared = g.output[0].type.tensor_type.elem_type
-        if declared not in (0, self.elem):
+        if g.output[0].type.HasField("tensor_type") and declared != self.elem:
             raise self.fail(f"the output {_show(outputs[0])} is declared as {_type_name(declared)}, but the model "
                             f"computes {_type_name(self.elem)}")
         last = self.alias[outputs[0]]
