@@ -910,6 +910,8 @@ class _Importer:
         src = self.data(node)
         zero_is_zero = self.int_(node, a, "allowzero", 0, (0, 1))
         values = self.values(node, 1, "shape", integers=True, limit=8)
+        if values is None:
+            raise self.fail(f"{self.label(node)} has no shape")
         target = [int(v) for v in values.ravel()]
         size = math.prod(self.shape[src])
         if len(target) == 2 and target[1] in (-1, size) and \

@@ -529,6 +529,7 @@ MALFORMED = [
                                        h.make_node("Relu", ["q"], ["y"])], [ints("s", [0]), ints("e", [2]), ints("a", [2])]),
      "the value 'q', part of an adaptive pooling, is used on its own"),
     ("reshape-no-shape", lambda: one("Reshape"), "has 1 input; Reshape takes 2"),
+    ("reshape-empty-shape-name", lambda: one("Reshape", ("x", "")), "Reshape 'n1' has no shape"),
     ("slice-one-input", lambda: one("Slice"), "has 1 input; Slice takes 3 to 5"),
     ("slice-vector-starts", lambda: one("Slice", ("x", "s", "e", "a"), [ints("s", [0, 1]), ints("e", [2, 3]),
                                                                           ints("a", [2, 3])]), "is not one band"),
