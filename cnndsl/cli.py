@@ -230,6 +230,12 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds)
     import numpy as np
 
     from . import onnx_run
+    try:
+        from .onnx_import import check_external_data
+    except ModuleNotFoundError:      # no onnx package: ONNX Runtime's own check of external data paths stands
+        pass
+    else:
+        check_external_data(model)
     session, used, why = onnx_run.load_session(model, provider)
     click.echo(f"provider: {used} ({why})", err=True)
     data = None

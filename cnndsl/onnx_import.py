@@ -389,24 +389,12 @@ class _Importer:
             length = int(info["length"]) if info.get("length") else None
         except ValueError:
             raise self.fail(f"{where} has an external offset or length that is not a number") from None
-        parts = location.replace("\\", "/").split("/")
-        if not location or "\x00" in location or os.path.isabs(location) or location[:1] in "/\\" or \
-                (len(location) > 1 and location[1] == ":") or ".." in parts:
-            raise self.fail(f"{where} has its external data at {_show(location)}, outside the model's folder",
-                            "cnndsl reads external data only from files beside the model, named without '..'")
         if location not in self.places:
-            real = os.path.realpath(os.path.join(self.folder, location))
-            if os.path.commonpath([real, self.folder]) != self.folder or real == self.folder:
-                raise self.fail(f"{where} has its external data at {_show(location)}, which leads outside the "
-                                "model's folder", "cnndsl reads external data only from files beside the model")
             try:
-                st = os.stat(real)
-            except OSError:
-                raise self.fail(f"{where} has its external data in {_show(location)}, which is missing beside "
-                                "the model") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise self.fail(f"{where} has its external data in {_show(location)}, which is not a file")
-            self.places[location] = (real, st.st_size)
+                self.places[location] = external_file(self.folder, location)
+            except ValueError as e:
+                raise self.fail(f"{where} has its external data at {_show(location)}, {e}",
+                                "cnndsl reads external data only from files beside the model, named without '..'")
         real, size = self.places[location]
         if length is None:          # ONNX then reads to the end of the file
             length = size - offset
@@ -1029,6 +1017,42 @@ class _Importer:
         if low != 0.0 or high != 6.0:
             raise self.fail(f"{self.label(node)} is not a ReLU6 (clip to 0..6)")
         self.add(node, "relu6", [src], {})
+
+
+def external_file(folder: str, location: str) -> tuple[str, int]:
+    """(real path, size) of an external data file named by `location`, which must lie inside `folder` (a real
+    path): no absolute paths, drive letters, '..' or symlinks leading out. ValueError says what is wrong."""
+    parts = location.replace("\\", "/").split("/")
+    if not location or "\x00" in location or os.path.isabs(location) or location[:1] in "/\\" or \
+            (len(location) > 1 and location[1] == ":") or ".." in parts:
+        raise ValueError("outside the model's folder")
+    real = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([real, folder]) != folder or real == folder:
+        raise ValueError("which leads outside the model's folder")
+    try:
+        st = os.stat(real)
+    except OSError:
+        raise ValueError("which is missing beside the model") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("which is not a file")
+    return real, st.st_size
+
+
+def check_external_data(path: str) -> None:
+    """Refuse a model file whose tensors keep their data outside its folder (before ONNX Runtime reads it)."""
+    from onnx import TensorProto
+    model = _read(path)
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    for t in tensors:
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((_text(e.value) for e in t.external_data if _text(e.key) == "location"), "")
+        try:
+            external_file(folder, location)
+        except ValueError as e:
+            raise ImportError_(f"tensor {_show(t.name)} has its external data at {_show(location)}, {e}",
+                               hint="cnndsl runs models whose external data lies beside them").attach(None, path)
 
 
 def _display_name(model) -> str:

@@ -394,3 +394,26 @@ def test_arbitrary_file_names_through_build_and_fmt(tmp_path, cli, stem):
     assert_source_safe(out.read_text(), tmp_path)
     assert cli("fmt", name).output == "input 8x8x1\nconv3-4\n| gap\n| fc3\n"
     (tmp_path / name).unlink()
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/SECRET", "link.bin"])
+def test_run_reads_external_data_only_beside_the_model(cli, tmp_path, location):
+    from onnx import TensorProto, helper, numpy_helper
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "link.bin").symlink_to(secret)
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    entry = w.external_data.add()
+    entry.key, entry.value = "location", location.replace("/SECRET", str(secret))
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "m.onnx"))
+    result = cli("run", str(folder / "m.onnx"))
+    assert result.exit_code == 1 and "outside the model's folder" in result.output, result.output
