@@ -170,7 +170,8 @@ def _to_nchw_uint8(x, where) -> np.ndarray:
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise DataError(f"{where}: images contain NaN or infinity")
         x = np.clip(np.round(x.astype(np.float32) * (255.0 if x.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
+    return x if x.flags.writeable else x.copy()         # IDX bodies are read-only views of the file's bytes
 
 
 def _split(x, y, where: str) -> Split:

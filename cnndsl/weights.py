@@ -5,7 +5,11 @@ comes out is then checked to be a dict of name -> tensor before anyone copies it
 """
 from __future__ import annotations
 
+import math
+
 from .errors import CnnDslError
+
+MAX_WEIGHTS_BYTES = 16 << 30        # the arrays of one .npz weights file, as their headers declare them
 
 
 class WeightsError(CnnDslError):
@@ -90,7 +94,19 @@ def read_state_dict(path: str) -> dict:
         import numpy as np
         try:
             with np.load(path, allow_pickle=False) as data:
+                total = 0
+                for member in data.zip.namelist():     # sizes from the headers, before anything is decompressed
+                    with data.zip.open(member) as f:
+                        version = np.lib.format.read_magic(f)
+                        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                                           np.lib.format.read_array_header_2_0)(f)
+                    total += math.prod(shape) * dtype.itemsize
+                    if total > MAX_WEIGHTS_BYTES:
+                        raise WeightsError(f"{path}: the arrays take more than {MAX_WEIGHTS_BYTES:,} bytes, beyond "
+                                           "the limit")
                 state = {k: data[k] for k in data.files}
+        except WeightsError:
+            raise
         except FileNotFoundError:
             raise WeightsError(f"no weights file at {path}") from None
         except Exception as e:
