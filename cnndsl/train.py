@@ -197,8 +197,11 @@ class _SigintDeferred:
     def __enter__(self):
         self.caught, self.previous = [], None
         if threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(ValueError, OSError):
-                self.previous = signal.signal(signal.SIGINT, lambda signum, frame: self.caught.append(signum))
+            current = signal.getsignal(signal.SIGINT)
+            if current is not None:     # None: a handler not set from Python, which could not be put back
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(signal.SIGINT, lambda signum, frame: self.caught.append(signum))
+                    self.previous = current
         return self
 
     def __exit__(self, *exc):
@@ -562,7 +565,8 @@ class Trainer:
         params = {}
         for group, old in zip(groups, saved["param_groups"]):
             ids = old.get("params") if isinstance(old, dict) else None
-            if not (isinstance(ids, list) and len(ids) == len(group["params"])):
+            if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)
+                    and len(ids) == len(group["params"]) == len(set(ids) - set(params))):
                 raise TrainError("the checkpoint's optimizer has other parameters than this model",
                                  hint="resume with the settings the run used (--freeze, --classes)")
             lacking = [k for k in GROUP_KEYS[self.config.optimizer] if k not in old]

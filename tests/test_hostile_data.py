@@ -446,6 +446,8 @@ RESUME_DAMAGE = [
     ("optimizer/param_groups/0/lr", "fast", "setting 'lr' is malformed"),
     ("optimizer/param_groups/0/lr", math.inf, "setting 'lr' is malformed"),
     ("optimizer/param_groups/0/params", [0], "other parameters"),
+    ("optimizer/param_groups/0/params", [[0], [1]], "other parameters"),
+    ("optimizer/param_groups/1/params", [0, 1], "other parameters"),
     ("optimizer/state/0/momentum_buffer", torch.zeros(7), "does not fit its parameter"),
     ("optimizer/state/0/momentum_buffer", torch.full((3, 4), math.nan), "does not fit its parameter"),
     ("optimizer/state/0/momentum_buffer", torch.zeros(3, 4, dtype=torch.long), "does not fit its parameter"),
