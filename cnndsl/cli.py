@@ -440,15 +440,12 @@ class _TrainProgress:
 
 def _model_for(spec: str, weights: str):
     """The spec's model with a checkpoint's weights; the classifier width follows the checkpoint."""
-    from .names import module_paths
-    from .train import build_model, classifier, replace_head
+    from .train import build_model, fit_head
     from .weights import load_checkpoint, state_dict_of
     graph = _load(spec)
     payload = load_checkpoint(weights)
     state = state_dict_of(payload)
-    head = ".".join(module_paths(graph)[classifier(graph).name]) + ".weight"
-    if head in state and state[head].shape[0] != graph.output.shape[0]:
-        graph = replace_head(graph, int(state[head].shape[0]))
+    graph = fit_head(graph, state)
     return graph, build_model(graph, state), payload
 
 
@@ -466,13 +463,14 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, as_json):
     """Accuracy, top-k, confusion matrix and per-class accuracy of SPEC with trained weights."""
     from . import data as data_mod
     from .augment import Preprocess
-    from .train import evaluate, pick_device
+    from .train import checkpoint_norm, evaluate, pick_device
     graph, model, payload = _model_for(spec, weights)
     dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:])
     dev = pick_device(device)
     pre = Preprocess(dataset.train.images.shape[1:], graph.input_shape, dataset.train.images).to(dev)
-    if "norm_mean" in payload:   # the statistics the network was trained with
-        pre.mean, pre.std = payload["norm_mean"].to(dev), payload["norm_std"].to(dev)
+    norm = checkpoint_norm(payload, graph.input_shape[0])
+    if norm is not None:   # the statistics the network was trained with
+        pre.mean, pre.std = norm[0].to(dev), norm[1].to(dev)
     result = evaluate(model.to(dev), dataset.test, pre, dev, batch=batch_size, top=top)
     result["classes"] = dataset.classes
     if as_json:
@@ -504,7 +502,7 @@ def predict(spec, images, weights, top, device):
     import torch
 
     from .augment import Preprocess
-    from .train import pick_device
+    from .train import checkpoint_norm, pick_device
     from PIL import Image
     graph, model, payload = _model_for(spec, weights)
     classes = payload.get("classes") or []
@@ -521,8 +519,9 @@ def predict(spec, images, weights, top, device):
     batch = np.stack(arrays)
     dev = pick_device(device)
     pre = Preprocess(batch.shape[1:], graph.input_shape, batch).to(dev)
-    if "norm_mean" in payload:
-        pre.mean, pre.std = payload["norm_mean"].to(dev), payload["norm_std"].to(dev)
+    norm = checkpoint_norm(payload, graph.input_shape[0])
+    if norm is not None:
+        pre.mean, pre.std = norm[0].to(dev), norm[1].to(dev)
     model = model.to(dev).eval()
     with torch.no_grad():
         probs = torch.softmax(model(pre(torch.as_tensor(batch).to(dev))).float(), 1)

@@ -909,3 +909,28 @@ def test_weights_only_stays_for_every_torch_load():
         for line in source.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, line
+
+
+def test_eval_and_predict_refuse_checkpoints_that_do_not_fit(tmp_path):
+    """The three CLI paths that once ended in internal errors: a scalar classifier weight, and statistics
+    for 3 channels given to a 1-channel spec (eval and predict)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from cnndsl.cli import main
+    spec = spec_file(tmp_path)
+    data = tiny_npz(tmp_path / "d.npz")
+    state = build_model(cnndsl.compile(SPEC)).state_dict()
+    head = next(k for k in state if k.endswith(".weight") and state[k].dim() == 2)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    cases = [({"model": {**state, head: torch.tensor(1.0)}}, "outputs x inputs"),
+             ({"model": state, "norm_mean": torch.zeros(3), "norm_std": torch.ones(3)}, "3 channels")]
+    for i, (payload, needle) in enumerate(cases):
+        ckpt = tmp_path / f"c{i}.pt"
+        torch.save(payload, ckpt)
+        runner = CliRunner()
+        assert_input_error(runner.invoke(main, ["eval", str(spec), "--weights", str(ckpt), "--data", str(data),
+                                                "--device", "cpu"]), needle)
+        assert_input_error(runner.invoke(main, ["predict", str(spec), str(image), "--weights", str(ckpt),
+                                                "--device", "cpu"]), needle)
