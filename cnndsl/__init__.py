@@ -31,7 +31,8 @@ def read_bounded(stream, filename: str) -> bytes:
     """At most the bytes a spec may have (4 per character), refusing a larger file without reading it all."""
     from . import limits
     most = 4 * limits.MAX_SOURCE_CHARS
-    data = stream.read(most + 1)
+    from .files import read_at_most
+    data = read_at_most(stream, most)
     if len(data) > most:
         err = LimitError(f"the spec is larger than {most:,} bytes", None,
                          f"specs may be at most {limits.MAX_SOURCE_CHARS:,} characters")

@@ -271,7 +271,7 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds)
 
 def _write_atomic(path: str, data: bytes) -> None:
     """Write via a temporary file and a rename, so a reader never sees half a file."""
-    from .atomic import atomic_path
+    from .files import atomic_path
 
     def write():
         with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .errors import CnnDslError
+from .files import read_at_most
 
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -334,7 +335,7 @@ def _read_limited(path: Path, limit: Optional[int] = None) -> bytes:
         if path.stat().st_size > limit:
             raise DataError(f"{path} has {path.stat().st_size:,} bytes, beyond the limit of {limit:,}")
         with _open(path) as f:
-            data = f.read(limit + 1)
+            data = read_at_most(f, limit)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {str(e)[:160]}") from None
     if len(data) > limit:
@@ -406,7 +407,7 @@ def read_idx(path: Path) -> np.ndarray:
                 size = path.stat().st_size - 4 - 4 * ndim
                 if size < nbytes:
                     raise DataError(f"{path} is truncated: {size:,} bytes for shape {dims} ({nbytes:,} bytes)")
-            body = f.read(nbytes + 1)
+            body = read_at_most(f, nbytes)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {str(e)[:160]}") from None
     if len(body) < nbytes:

@@ -69,9 +69,10 @@ class CnnDslError(Exception):
         else:
             out = [f"{filename}:{self.line}:{self.column}: {self.kind}: {message}"]
         if self.source is not None and self.span is not None:
-            lines = self.source.splitlines() or [""]
+            lines = self.source.split("\n")      # spans count lines by "\n" only (not \f, \v or a lone \r)
             if 1 <= self.span.line <= len(lines):
-                text = "".join(ch if ch.isprintable() else "?" for ch in lines[self.span.line - 1].expandtabs(1))
+                line = lines[self.span.line - 1].rstrip("\r")
+                text = "".join(ch if ch.isprintable() else "?" for ch in line.expandtabs(1))
                 if len(text) > 200:
                     text = text[:200] + "..."
                 col = min(self.span.column, len(text) + 1)

@@ -262,6 +262,8 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
         raise OnnxExportError(f"opset {opset} is outside the supported range {MIN_OPSET}..{MAX_OPSET}")
     if weights is not None:
         weights = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in weights.items()}
+    from .passes import require_buildable
+    require_buildable(graph, 2 if fp16 else 4)
     dtype = np.float16 if fp16 else np.float32
     elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     em = _Emitter(graph, weights, seed, opset, dtype)
@@ -307,7 +309,7 @@ def save(model, path: str, external_data: Optional[bool] = None) -> None:
 
     import onnx
 
-    from .atomic import atomic_folder, atomic_path
+    from .files import atomic_folder, atomic_path
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     if external_data is None:
         external_data = size > 1_800_000_000

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import limits
 from .errors import CnnDslError, printable
+from .files import read_at_most
 from .ir import Graph, make_node, verify
 from .ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
 
@@ -1080,7 +1081,7 @@ def _read(path: str):
         if info.st_size > MAX_FILE_BYTES:
             raise fail(f"the file is {info.st_size:,} bytes, beyond the limit of {MAX_FILE_BYTES:,}",
                        "keep large weights as external data beside the model")
-        data = f.read(MAX_FILE_BYTES + 1)
+        data = read_at_most(f, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise fail(f"the file grew beyond the limit of {MAX_FILE_BYTES:,} bytes while it was read")
     model = onnx.ModelProto()

@@ -11,6 +11,29 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, 
                "float64": 8, "fp64": 8, "int8": 1}
 
 
+def require_buildable(g: Graph, itemsize: int = 4) -> int:
+    """The parameters + buffers a backend would allocate for `g`; refused (LimitError) above
+    limits.MAX_BUILD_PARAMS or above this machine's physical memory, before anything is allocated."""
+    import os
+
+    from . import limits
+    from .errors import LimitError
+    params, buffers, _ = counts(g)
+    total = sum(params.values()) + sum(buffers.values())
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    if total > limits.MAX_BUILD_PARAMS or (memory and total * itemsize > memory):
+        biggest = max(params, key=params.__getitem__)
+        raise LimitError(f"the network has {total:,} weights ({total * itemsize / 2**30:,.1f} GiB), more than "
+                         f"cnndsl builds (at most {limits.MAX_BUILD_PARAMS:,}, within this machine's memory); "
+                         f"the largest layer is '{biggest}' with {params[biggest]:,}", g[biggest].span,
+                         "cnndsl analyze reports on networks of any size; building one allocates its weights"
+                         ).attach(g.source or None, g.filename)
+    return total
+
+
 def shapes(g: Graph) -> dict[str, tuple]:
     """Output shape of each node (channels-first, no batch dimension)."""
     return {n.name: n.shape for n in g.nodes}

@@ -224,6 +224,8 @@ class {class_name}(nn.Module):
 def to_torch(graph: Graph, *, logits: bool = False, class_name: str = "Net",
              return_nodes: Optional[list[str]] = None):
     """Build the nn.Module for a graph by running the same source `cnndsl build --target torch` writes."""
+    from .passes import require_buildable
+    require_buildable(graph)
     source = generate_source(graph, class_name=class_name, logits=logits, return_nodes=return_nodes)
     namespace: dict = {"__name__": f"cnndsl_generated_{class_name}"}
     exec(compile(source, f"<cnndsl:{printable(graph.filename, 80)}>", "exec"), namespace)

@@ -60,13 +60,20 @@ def rename(graph: Graph, names: list[str], stages: list[str]) -> Graph:
 
 
 def assert_source_safe(source: str, tmp_path) -> None:
-    """The source parses, defines one class and runs without creating the canary."""
+    """The source parses, defines one class and runs (in tmp_path, the tests' working folder) without
+    creating the canary."""
+    assert os.getcwd() == str(tmp_path)
     tree = ast.parse(source)
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
     assert len(classes) == 1
-    os.chdir(tmp_path)
     exec(compile(source, "<test>", "exec"), {"__name__": "t"})
     assert not (tmp_path / "CANARY").exists()
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own folder, where a canary would appear; the working folder is restored after."""
+    monkeypatch.chdir(tmp_path)
 
 
 def check_graph(graph: Graph, tmp_path) -> None:
@@ -135,7 +142,6 @@ def hostile_onnx(tmp_path, node_name: str, graph_name: str):
 @pytest.mark.parametrize("name", HOSTILE[:6] + ["\u017fb"])
 def test_cli_build_torch_from_hostile_onnx(tmp_path, cli, name):
     path = hostile_onnx(tmp_path, name, '"""+open("CANARY","w")+"""')
-    os.chdir(tmp_path)
     out = tmp_path / "net.py"
     result = cli("build", "--target", "torch", str(path), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -152,7 +158,6 @@ def test_cli_build_torch_from_hostile_onnx(tmp_path, cli, name):
 def test_graph_name_through_the_api(tmp_path):
     path = hostile_onnx(tmp_path, "conv", '"""+open("CANARY","w")+"""')
     model = onnx.load(str(path))
-    os.chdir(tmp_path)
     module = cnndsl.to_torch(import_onnx(model))
     assert sum(p.numel() for p in module.parameters()) == cnndsl.analyze(import_onnx(model)).totals["params"]
     assert not (tmp_path / "CANARY").exists()
@@ -161,7 +166,6 @@ def test_graph_name_through_the_api(tmp_path):
 @pytest.mark.parametrize("filename", ['a"""+open("CANARY","w")+""".cnn', "b\nimport os.cnn", "c'''.cnn",
                                       "d\\.cnn", "e\u2028f.cnn"])
 def test_spec_file_names_never_run(tmp_path, cli, filename):
-    os.chdir(tmp_path)
     (tmp_path / filename).write_text("input 8x8x1\nconv3-4 | gap | fc3\n")
     out = tmp_path / "net.py"
     result = cli("build", "--target", "torch", filename, "-o", str(out))
@@ -386,7 +390,6 @@ def test_arbitrary_file_names_through_build_and_fmt(tmp_path, cli, stem):
     name = stem + ".cnn"
     if len(name.encode()) > 250 or name in (".cnn",) or name.startswith("-"):
         return
-    os.chdir(tmp_path)
     (tmp_path / name).write_text("input 8x8x1\nconv3-4 | gap | fc3\n")
     out = tmp_path / "net.py"
     result = cli("build", "--target", "torch", name, "-o", str(out))
@@ -417,3 +420,16 @@ def test_run_reads_external_data_only_beside_the_model(cli, tmp_path, location):
     onnx.save(model, str(folder / "m.onnx"))
     result = cli("run", str(folder / "m.onnx"))
     assert result.exit_code == 1 and "outside the model's folder" in result.output, result.output
+
+
+def test_backends_refuse_to_allocate_absurd_networks(cli, tmp_path):
+    """Within the language's limits a spec can ask for ~5e13 weights; the backends refuse before allocating."""
+    spec = tmp_path / "s.cnn"
+    spec.write_text("input 8x8x4096\nconv4096-1048576 | gap\n")
+    assert cli("analyze", str(spec)).exit_code == 0
+    for target in ("torch", "onnx"):
+        args = ["build", "--target", target, str(spec), "-o", str(tmp_path / "out")]
+        result = cli(*(args + (["--weights", str(tmp_path / "w.pt")] if target == "torch" else [])))
+        assert result.exit_code == 1 and "more than cnndsl builds" in result.output and "s.cnn:2:1" in result.output
+    with pytest.raises(cnndsl.LimitError):
+        cnndsl.to_torch(cnndsl.compile(str(spec)))

@@ -1,4 +1,4 @@
-"""Writing outputs so that a reader never sees half a file: a temporary file beside the target, then a rename."""
+"""Files from and for people: reads bounded before they allocate, writes that a reader never sees half done."""
 from __future__ import annotations
 
 import contextlib
@@ -31,3 +31,18 @@ def atomic_folder(path: str):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_at_most(stream, limit: int, chunk: int = 1 << 24) -> bytes:
+    """Up to `limit` + 1 bytes of a stream, in chunks: a larger file shows as more than `limit` bytes.
+
+    `stream.read(limit + 1)` would allocate the whole limit up front, whatever the file's size.
+    """
+    parts, total = [], 0
+    while total <= limit:
+        part = stream.read(min(chunk, limit + 1 - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
