@@ -49,12 +49,12 @@ def peer_cmd(peer: str, model: str) -> list[str]:
 def in_process(spec: str, repeat: int = 200) -> float:
     import cnndsl
     text = (ROOT / "specs" / spec).read_text()
-    cnndsl.analyze(cnndsl.compile(text))
+    cnndsl.analyze(cnndsl.compile_text(text))
     best = []
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(repeat):
-            cnndsl.analyze(cnndsl.compile(text)).totals
+            cnndsl.analyze(cnndsl.compile_text(text)).totals
         best.append((time.perf_counter() - start) / repeat)
     return min(best)
 
@@ -68,7 +68,7 @@ def depth_curve(depths=(1000, 2000, 5000, 10000)) -> list[tuple[int, float, floa
         out = []
         for text in (written, repeated):
             start = time.perf_counter()
-            cnndsl.analyze(cnndsl.compile(text)).to_dict()
+            cnndsl.analyze(cnndsl.compile_text(text)).to_dict()
             out.append(time.perf_counter() - start)
         rows.append((d, *out))
     return rows

@@ -39,7 +39,7 @@ def main() -> None:
     import torchvision
 
     import cnndsl
-    from cnndsl.onnx_backend import to_onnx
+    from cnndsl.backends.to_onnx import to_onnx
     torch.set_num_threads(torch.get_num_threads())
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {torch.get_num_threads()} CPU threads")
     print(f"{'model':<9} {'cnndsl emit s':>14} {'torchscript export s':>21} {'dynamo export s':>16} "

@@ -30,8 +30,8 @@ def main() -> None:
     import torch.nn.functional as F
 
     import cnndsl
-    from cnndsl.data import Dataset, Split
-    from cnndsl.train import TrainConfig, Trainer
+    from cnndsl.train.data import Dataset, Split
+    from cnndsl.train.trainer import TrainConfig, Trainer
 
     graph = cnndsl.compile(ROOT / args.spec, input_shape=(args.image, args.image, 3))
     n = args.batch * (args.steps + 3)

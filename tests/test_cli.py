@@ -81,7 +81,7 @@ def test_library_does_not_print(capsys):
     report = cnndsl.analyze(cnndsl.compile(spec_path("alexnet-paper")))
     report.to_dict()
     try:
-        cnndsl.compile("conv3-8 + nope")
+        cnndsl.compile_text("conv3-8 + nope")
     except cnndsl.CnnDslError:
         pass
     captured = capsys.readouterr()
@@ -89,7 +89,7 @@ def test_library_does_not_print(capsys):
 
 
 def test_report_memory_figures():
-    report = cnndsl.analyze(cnndsl.compile("input 8x8x1\nconv3-4 + conv3-4"), batch=2, dtype="float16")
+    report = cnndsl.analyze(cnndsl.compile_text("input 8x8x1\nconv3-4 + conv3-4"), batch=2, dtype="float16")
     t = report.totals
     assert t["weight_bytes"] == 2 * (40 + 148)
     per_map = 4 * 8 * 8 * 2 * 2

@@ -65,7 +65,7 @@ CORPUS = [
 @pytest.mark.parametrize("text,line,col,words", CORPUS, ids=[repr(c[0][:24]) for c in CORPUS])
 def test_library_error_points_at_the_culprit(text, line, col, words):
     with pytest.raises(cnndsl.CnnDslError) as info:
-        cnndsl.compile(text, filename="bad.cnn")
+        cnndsl.compile_text(text, filename="bad.cnn")
     err = info.value
     assert (err.line, err.column) == (line, col), err.render()
     assert words.lower() in err.render().lower()
@@ -110,7 +110,7 @@ def test_hostile_input_is_refused_quickly():
     for text in hostile:
         start = time.perf_counter()
         try:
-            cnndsl.analyze(cnndsl.compile(text))
+            cnndsl.analyze(cnndsl.compile_text(text))
         except cnndsl.CnnDslError:
             pass
         assert time.perf_counter() - start < 15, text[:60]
@@ -121,7 +121,7 @@ def test_hostile_input_is_refused_quickly():
                max_size=80))
 def test_fuzz_only_our_errors(text):
     try:
-        cnndsl.analyze(cnndsl.compile(text))
+        cnndsl.analyze(cnndsl.compile_text(text))
     except cnndsl.CnnDslError as e:
         assert e.render()
     except Exception as e:  # pragma: no cover - a failure to report
@@ -138,7 +138,7 @@ TOKENS = ["conv3-8", "conv1-4/2", "maxpool", "avgpool3/1[pad=1]", "fc10", "bn", 
 def test_fuzz_token_soup_only_our_errors(tokens):
     text = " ".join(tokens)
     try:
-        cnndsl.analyze(cnndsl.compile(text))
+        cnndsl.analyze(cnndsl.compile_text(text))
     except cnndsl.CnnDslError as e:
         assert e.line >= 1 and e.column >= 1
     except Exception as e:  # pragma: no cover - a failure to report

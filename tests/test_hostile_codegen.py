@@ -20,16 +20,16 @@ from hypothesis import strategies as st
 
 import cnndsl
 from cnndsl.ir import Graph, make_node, verify
-from cnndsl.names import module_paths
-from cnndsl.torch_backend import generate_source
+from cnndsl.ir.names import module_paths
+from cnndsl.backends.to_torch import generate_source
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from cnndsl.onnx_backend import save, to_onnx  # noqa: E402
-from cnndsl.onnx_import import import_onnx  # noqa: E402
-from cnndsl.spec_writer import write_spec  # noqa: E402
+from cnndsl.backends.to_onnx import save, to_onnx  # noqa: E402
+from cnndsl.backends.from_onnx import import_onnx  # noqa: E402
+from cnndsl.backends.to_spec import write_spec  # noqa: E402
 
 HOSTILE = [
     'q=getattr(__import__("os"),"system")("touch CANARY");self.r',
@@ -97,12 +97,12 @@ def check_graph(graph: Graph, tmp_path) -> None:
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.allclose(got, want, atol=1e-5)
     written = write_spec(graph)
-    rebuilt = cnndsl.analyze(cnndsl.compile(written))
+    rebuilt = cnndsl.analyze(cnndsl.compile_text(written))
     assert (rebuilt.totals["params"], rebuilt.totals["macs"]) == (report.totals["params"], report.totals["macs"])
 
 
 def test_hostile_node_and_stage_names(tmp_path):
-    graph = rename(cnndsl.compile(SPEC), HOSTILE, HOSTILE[::-1])
+    graph = rename(cnndsl.compile_text(SPEC), HOSTILE, HOSTILE[::-1])
     check_graph(graph, tmp_path)
 
 
@@ -110,7 +110,7 @@ def test_names_that_collide_after_normalising(tmp_path):
     """'ſb' and 'sb' are one Python identifier after NFKC; 'a' and 'a.b' would make a key both a module
     and a container; all get distinct keys."""
     names = ["\u017fb", "sb", "a", "a.b", "a.b.c", "a_2", "stage1.a", "K", "\u212a", "class", "class_"]
-    graph = rename(cnndsl.compile(SPEC), names, ["stage1", "a", "\u017ftage1"])
+    graph = rename(cnndsl.compile_text(SPEC), names, ["stage1", "a", "\u017ftage1"])
     check_graph(graph, tmp_path)
 
 
@@ -118,14 +118,14 @@ def test_names_that_collide_after_normalising(tmp_path):
 @given(st.lists(st.text(min_size=1, max_size=12), min_size=14, max_size=14, unique=True),
        st.lists(st.text(min_size=1, max_size=6), min_size=3, max_size=3))
 def test_arbitrary_unicode_names(tmp_path, names, stages):
-    graph = rename(cnndsl.compile(SPEC), [n if n != "input" else "input_" for n in names],
+    graph = rename(cnndsl.compile_text(SPEC), [n if n != "input" else "input_" for n in names],
                    [s if s != "input" else "input_" for s in stages])
     check_graph(graph, tmp_path)
 
 
 def hostile_onnx(tmp_path, node_name: str, graph_name: str):
     """cnndsl's own export of a small network with one node and the graph renamed."""
-    graph = cnndsl.compile("input 8x8x1\nconv3-4 | conv3-4 | gap | fc3")
+    graph = cnndsl.compile_text("input 8x8x1\nconv3-4 | conv3-4 | gap | fc3")
     model = to_onnx(graph)
     target = model.graph.node[1]
     old = target.output[0]
@@ -151,7 +151,7 @@ def test_cli_build_torch_from_hostile_onnx(tmp_path, cli, name):
         assert result.exit_code == 0, result.output
         assert "\n" + "import os" not in result.output and "\x00" not in result.output
     written = cli("import", str(path)).output
-    assert cnndsl.analyze(cnndsl.compile(written)).totals["params"] == cnndsl.analyze(import_onnx(str(path))).totals["params"]
+    assert cnndsl.analyze(cnndsl.compile_text(written)).totals["params"] == cnndsl.analyze(import_onnx(str(path))).totals["params"]
     assert not (tmp_path / "CANARY").exists()
 
 
@@ -233,7 +233,7 @@ def _no_inplace(model):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(structured_spec())
 def test_torch_agrees_with_onnx_runtime_and_never_mutates_its_input(text):
-    graph = cnndsl.compile(text)
+    graph = cnndsl.compile_text(text)
     torch.manual_seed(0)
     model = cnndsl.to_torch(graph)
     reference = _no_inplace(cnndsl.to_torch(graph))
@@ -271,7 +271,7 @@ def test_torch_agrees_with_onnx_runtime_and_never_mutates_its_input(text):
     "input 6x6x2\nconv3-2 none + sigmoid + silu | gap",
 ])
 def test_the_reported_aliasing_cases(text):
-    graph = cnndsl.compile(text)
+    graph = cnndsl.compile_text(text)
     model = cnndsl.to_torch(graph).eval()
     x = torch.randn(2, *graph.input_shape)
     original = x.clone()
@@ -311,7 +311,7 @@ def test_a_huge_spec_file_is_refused_unread(tmp_path):
 
 
 def test_run_refuses_a_huge_declared_input(tmp_path):
-    graph = cnndsl.compile("input 8x8x1\nconv3-2 | gap | fc3")
+    graph = cnndsl.compile_text("input 8x8x1\nconv3-2 | gap | fc3")
     model = to_onnx(graph, dynamic_batch=False)
     value = model.graph.input[0]
     dims = value.type.tensor_type.shape.dim
@@ -328,7 +328,7 @@ def test_run_refuses_a_huge_declared_input(tmp_path):
 
 
 def test_run_refuses_symbolic_sizes_without_data(tmp_path, cli):
-    graph = cnndsl.compile("input 8x8x1\nconv3-2 | gap | fc3")
+    graph = cnndsl.compile_text("input 8x8x1\nconv3-2 | gap | fc3")
     model = to_onnx(graph)
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
     save(model, str(tmp_path / "m.onnx"))

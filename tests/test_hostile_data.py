@@ -28,12 +28,12 @@ import cnndsl
 
 torch = pytest.importorskip("torch")
 
-from cnndsl import data as data_mod  # noqa: E402
-from cnndsl.augment import Preprocess, parse_augment  # noqa: E402
-from cnndsl.data import DataError  # noqa: E402
-from cnndsl.train import (TrainConfig, TrainError, Trainer, build_model, checkpoint_norm, evaluate,  # noqa: E402
+from cnndsl.train import data as data_mod  # noqa: E402
+from cnndsl.train.augment import Preprocess, parse_augment  # noqa: E402
+from cnndsl.train.data import DataError  # noqa: E402
+from cnndsl.train.trainer import (TrainConfig, TrainError, Trainer, build_model, checkpoint_norm, evaluate,  # noqa: E402
                           fit_head, load_checkpoint, save_checkpoint, state_dict_of)
-from cnndsl.weights import WeightsError, read_state_dict  # noqa: E402
+from cnndsl.train.weights import WeightsError, read_state_dict  # noqa: E402
 
 SPEC = "input 8x8x1\nconv3-4 | gap | fc3"
 
@@ -59,7 +59,7 @@ def spec_file(tmp_path: Path, text: str = SPEC) -> Path:
 
 def tiny_run(tmp_path: Path, epochs=1) -> Trainer:
     dataset = data_mod.load(str(tiny_npz(tmp_path / "train.npz")))
-    t = Trainer(cnndsl.compile(SPEC), dataset, TrainConfig(epochs=epochs, batch_size=8, device="cpu"), tmp_path / "run")
+    t = Trainer(cnndsl.compile_text(SPEC), dataset, TrainConfig(epochs=epochs, batch_size=8, device="cpu"), tmp_path / "run")
     t.run()
     return t
 
@@ -365,7 +365,7 @@ def test_not_a_dict_and_npz_weights(tmp_path):
 
 
 def test_npz_weights_claiming_huge_arrays_are_refused_before_allocating(tmp_path, monkeypatch):
-    from cnndsl import weights
+    from cnndsl.train import weights
     monkeypatch.setattr(weights, "MAX_WEIGHTS_BYTES", 1 << 20)
     np.savez_compressed(tmp_path / "w.npz", w=np.zeros((1 << 21,), np.uint8))
     with pytest.raises(WeightsError, match="beyond the limit"):
@@ -373,8 +373,8 @@ def test_npz_weights_claiming_huge_arrays_are_refused_before_allocating(tmp_path
 
 
 def test_build_model_with_mismatching_shapes_is_a_train_error(tmp_path):
-    graph = cnndsl.compile(SPEC)
-    other = build_model(cnndsl.compile(SPEC.replace("conv3-4", "conv3-6"))).state_dict()
+    graph = cnndsl.compile_text(SPEC)
+    other = build_model(cnndsl.compile_text(SPEC.replace("conv3-4", "conv3-6"))).state_dict()
     with pytest.raises(TrainError, match=r"'stage1\.conv1\.weight' is \(6, 1, 3, 3\) there but \(4, 1, 3, 3\)"):
         build_model(graph, other)
     with pytest.raises(TrainError, match="2 missing"):
@@ -382,7 +382,7 @@ def test_build_model_with_mismatching_shapes_is_a_train_error(tmp_path):
 
 
 def test_fit_head_and_checkpoint_norm(tmp_path):
-    graph = cnndsl.compile(SPEC)
+    graph = cnndsl.compile_text(SPEC)
     state = build_model(graph).state_dict()
     head = next(k for k in state if k.endswith(".weight") and state[k].dim() == 2)
     assert fit_head(graph, state) is graph
@@ -404,7 +404,7 @@ def resume_payload(tmp_path: Path) -> dict:
 
 def fresh_trainer(tmp_path: Path, spec: str = SPEC, **kw) -> Trainer:
     dataset = data_mod.load(str(tmp_path / "train.npz"))
-    return Trainer(cnndsl.compile(spec), dataset, TrainConfig(**{"epochs": 2, "batch_size": 8, "device": "cpu", **kw}),
+    return Trainer(cnndsl.compile_text(spec), dataset, TrainConfig(**{"epochs": 2, "batch_size": 8, "device": "cpu", **kw}),
                    tmp_path / "run2")
 
 
@@ -472,7 +472,7 @@ def test_damaged_checkpoints_on_resume_are_train_errors(tmp_path):
 
 
 def test_resume_with_adamw_needs_adams_moments(tmp_path):
-    t = Trainer(cnndsl.compile(SPEC), data_mod.load(str(tiny_npz(tmp_path / "train.npz"))),
+    t = Trainer(cnndsl.compile_text(SPEC), data_mod.load(str(tiny_npz(tmp_path / "train.npz"))),
                 TrainConfig(epochs=1, batch_size=8, device="cpu", optimizer="adamw"), tmp_path / "run")
     t.run()
     payload = load_checkpoint(str(tmp_path / "run" / "last.pt"))
@@ -637,7 +637,7 @@ def test_evaluate_with_fewer_test_classes_than_outputs(tmp_path):
 def test_trainer_checks_a_dataset_given_directly(tmp_path):
     x, y = tiny_arrays()
     good = data_mod.Split(x[:, None], y.astype(np.int64))
-    graph = cnndsl.compile(SPEC)
+    graph = cnndsl.compile_text(SPEC)
     for split, needle in ((data_mod.Split(x[:, None], -y.astype(np.int64) - 1), "outside the 3 classes"),
                           (data_mod.Split(x[:, None].astype(np.float32), y), "uint8"),
                           (data_mod.Split(x[:, None], y[:5].astype(np.int64)), "one int64 label per image")):
@@ -815,7 +815,7 @@ def test_train_config_out_of_range_is_a_train_error(tmp_path, field, value, need
     config = TrainConfig(epochs=1, batch_size=8, device="cpu")
     setattr(config, field, value)
     with pytest.raises(TrainError, match=needle):
-        Trainer(cnndsl.compile(SPEC), dataset, config, tmp_path / "run")
+        Trainer(cnndsl.compile_text(SPEC), dataset, config, tmp_path / "run")
 
 
 def test_cli_nan_learning_rate_is_refused(tmp_path, cli):
@@ -903,7 +903,7 @@ def test_second_ctrl_c_during_a_save_waits_for_the_file(tmp_path, monkeypatch):
 def test_weights_only_stays_for_every_torch_load():
     import inspect
 
-    from cnndsl import data, train, weights
+    from cnndsl.train import data, trainer as train, weights
     for module in (data, train, weights):
         source = inspect.getsource(module)
         for line in source.splitlines():
@@ -920,7 +920,7 @@ def test_eval_and_predict_refuse_checkpoints_that_do_not_fit(tmp_path):
     from cnndsl.cli import main
     spec = spec_file(tmp_path)
     data = tiny_npz(tmp_path / "d.npz")
-    state = build_model(cnndsl.compile(SPEC)).state_dict()
+    state = build_model(cnndsl.compile_text(SPEC)).state_dict()
     head = next(k for k in state if k.endswith(".weight") and state[k].dim() == 2)
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)

@@ -27,7 +27,7 @@ from onnx import helper as h  # noqa: E402
 from onnx import numpy_helper as nh  # noqa: E402
 
 from cnndsl.cli import main  # noqa: E402
-from cnndsl.onnx_import import MAX_FILE_BYTES, MAX_NAME, import_onnx  # noqa: E402
+from cnndsl.backends.from_onnx import MAX_FILE_BYTES, MAX_NAME, import_onnx  # noqa: E402
 
 SHAPE = (1, 3, 8, 8)
 SECRET = b"TOPSECRET-do-not-print-0123456789abcdef"
@@ -174,7 +174,7 @@ def test_hostile_names_import_and_analyze(tmp_path, name):
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.output and "\x00" not in result.output and "\u202e" not in result.output
     spec = cli("import", path).output
-    assert cnndsl.analyze(cnndsl.compile(spec)).totals["params"] == NAMED_PARAMS
+    assert cnndsl.analyze(cnndsl.compile_text(spec)).totals["params"] == NAMED_PARAMS
     assert "CANARY" not in spec and spec.count("\n") == 8       # the names stay out of the written spec
     # as an in-memory model its graph name labels the graph, escaped and on one line
     assert "\n" not in import_onnx(m).filename
@@ -302,8 +302,8 @@ def test_external_offsets_and_lengths_must_fit(folders, case, fragment):
 
 def test_external_data_inside_the_folder_is_read(folders):
     inside, _ = folders
-    graph = cnndsl.compile("input 8x8x3\nconv3-4 + maxpool | flatten | fc5")
-    from cnndsl.onnx_backend import to_onnx
+    graph = cnndsl.compile_text("input 8x8x3\nconv3-4 + maxpool | flatten | fc5")
+    from cnndsl.backends.to_onnx import to_onnx
     m = to_onnx(graph)
     onnx.save_model(m, str(inside / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="m.data", size_threshold=0)

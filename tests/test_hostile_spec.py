@@ -22,8 +22,8 @@ from cnndsl import limits
 from cnndsl.cli import main
 from cnndsl.ir import Graph, make_node
 from cnndsl.errors import LimitError, NameError_, SyntaxError_, ValueError_
-from cnndsl.syntax import BlockDef, InputStmt, Labeled, Pipeline
-from cnndsl.ops import OPS, LayerArgs, OpError, adaptive_window, widest_adaptive_window
+from cnndsl.frontend.syntax import BlockDef, InputStmt, Labeled, Pipeline
+from cnndsl.ir.ops import OPS, LayerArgs, OpError, adaptive_window, widest_adaptive_window
 from conftest import ROOT
 from strategies import spec as random_spec
 
@@ -128,7 +128,7 @@ IDS = [case[0] for case in HOSTILE]
 def test_hostile_spec_is_refused_with_a_span(name, text, cls, line, col, words):
     start = time.perf_counter()
     with pytest.raises(cnndsl.CnnDslError) as info:
-        cnndsl.compile(text, filename="hostile.cnn")
+        cnndsl.compile_text(text, filename="hostile.cnn")
     err = info.value
     assert type(err) is cls, err.render()
     assert err.span is not None and (err.line, err.column) == (line, col), err.render()
@@ -165,7 +165,7 @@ def test_hostile_spec_through_the_cli(tmp_path, name, text, cls, line, col, word
     else:       # fmt only parses: it prints text that parses and gives the same error when compiled
         assert result.exit_code == 0, result.output
         with pytest.raises(cls):
-            cnndsl.compile(result.output)
+            cnndsl.compile_text(result.output)
     assert "Traceback" not in result.output
 
 
@@ -206,7 +206,7 @@ def test_widest_adaptive_window_is_exact():
 
 def test_huge_adaptive_pooling_is_analyzed_at_once():
     start = time.perf_counter()
-    report = cnndsl.analyze("input 64x64x3\nadaptiveavgpool1048576x1")
+    report = cnndsl.analyze(cnndsl.compile_text("input 64x64x3\nadaptiveavgpool1048576x1"))
     assert report.graph.output.shape == (3, 1 << 20, 1)
     assert time.perf_counter() - start < 5
 
@@ -232,9 +232,9 @@ def test_float_forms_round_trip(literal, value):
     assert option.value.left.left.value == value
     printed = cnndsl.format_spec(text)
     assert repr(value) in printed and cnndsl.format_spec(printed) == printed
-    g = cnndsl.compile(text)
+    g = cnndsl.compile_text(text)
     assert g["lrn1"].attrs["k"] == 2.0
-    assert cnndsl.compile(printed).same_as(g)
+    assert cnndsl.compile_text(printed).same_as(g)
 
 
 @st.composite
@@ -273,11 +273,11 @@ def spec_with_floats(draw):
 @given(spec_with_floats())
 def test_format_round_trip_with_float_options(text):
     try:
-        original = cnndsl.compile(text)
+        original = cnndsl.compile_text(text)
     except cnndsl.CnnDslError:
         return
     printed = cnndsl.format_spec(text)
-    assert cnndsl.compile(printed).same_as(original), (text, printed)
+    assert cnndsl.compile_text(printed).same_as(original), (text, printed)
     assert cnndsl.format_spec(printed) == printed
 
 
@@ -323,32 +323,32 @@ def test_format_round_trip_of_random_syntax(body, head, block):
     printed = cnndsl.format_spec(text)
     assert cnndsl.format_spec(printed) == printed, (text, printed)
     try:
-        original = cnndsl.compile(text)
+        original = cnndsl.compile_text(text)
     except cnndsl.CnnDslError as e:
         with pytest.raises(type(e)):
-            cnndsl.compile(printed)
+            cnndsl.compile_text(printed)
         return
-    assert cnndsl.compile(printed).same_as(original), (text, printed)
+    assert cnndsl.compile_text(printed).same_as(original), (text, printed)
 
 
 # ---------------------------------------------------------------- recursion ----
 
 def test_expressions_at_the_depth_limit_work():
     depth = limits.MAX_EXPR_DEPTH
-    g = cnndsl.compile("input 8x8x3\nconv3-{" + _sum(depth + 1) + "}")          # depth operators
+    g = cnndsl.compile_text("input 8x8x3\nconv3-{" + _sum(depth + 1) + "}")          # depth operators
     assert g["conv1"].attrs["out"] == depth + 1
-    g = cnndsl.compile("input 8x8x3\nconv3-{" + "-" * depth + "4}")
+    g = cnndsl.compile_text("input 8x8x3\nconv3-{" + "-" * depth + "4}")
     assert g["conv1"].attrs["out"] == 4
     assert cnndsl.format_spec("conv3-{" + "- " * depth + "4}") == "conv3-{" + "-" * depth + "4}\n"
     with pytest.raises(LimitError):
-        cnndsl.compile("input 8x8x3\nconv3-{" + _sum(depth + 2) + "}")
+        cnndsl.compile_text("input 8x8x3\nconv3-{" + _sum(depth + 2) + "}")
 
 
 def test_wide_expressions_are_evaluated_without_recursion():
     terms = ["1"] * 40_000      # a balanced sum: 40,000 terms, 16 levels of brackets
     while len(terms) > 1:
         terms = [f"({terms[i]}+{terms[i + 1]})" if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    g = cnndsl.compile("input 8x8x3\nconv1-{" + terms[0] + "}")
+    g = cnndsl.compile_text("input 8x8x3\nconv1-{" + terms[0] + "}")
     assert g["conv1"].attrs["out"] == 40_000
     assert cnndsl.format_spec("conv1-{" + terms[0] + "}").count("+") == 39_999
 
@@ -356,9 +356,9 @@ def test_wide_expressions_are_evaluated_without_recursion():
 def test_deepest_legal_nesting_lowers_and_formats():
     # 64 brackets, each a label around a repeat of a sequence: the lowering's depth limit is not reached
     text = "input 8x8x3\n" + "".join(f"l{i}: (relu + " for i in range(60)) + "relu" + ") x1" * 60
-    g = cnndsl.compile(text)
+    g = cnndsl.compile_text(text)
     assert len(g.nodes) == 62
-    assert cnndsl.compile(cnndsl.format_spec(text)).same_as(g)
+    assert cnndsl.compile_text(cnndsl.format_spec(text)).same_as(g)
 
 
 def test_lowering_never_reaches_pythons_recursion_limit():
@@ -367,7 +367,7 @@ def test_lowering_never_reaches_pythons_recursion_limit():
     sys.setrecursionlimit(len(__import__("inspect").stack()) + 150)
     try:
         with pytest.raises(LimitError) as info:
-            cnndsl.compile(_nested_calls(31, 30))
+            cnndsl.compile_text(_nested_calls(31, 30))
     finally:
         sys.setrecursionlimit(limit)
     assert info.value.span is not None
@@ -410,14 +410,14 @@ COLLIDING = [
 
 @pytest.mark.parametrize("text", COLLIDING)
 def test_labels_and_automatic_names_never_collide(text):
-    g = cnndsl.compile(text)           # verify() already refuses duplicate node names
+    g = cnndsl.compile_text(text)           # verify() already refuses duplicate node names
     assert len({n.name for n in g.nodes}) == len(g.nodes)
     assert not _module_path_clashes(g), g.dump()
     stages = [st for pipe in cnndsl.parse(text).statements if not isinstance(pipe, (BlockDef, InputStmt))
               for st in (pipe.stages if isinstance(pipe, Pipeline) else (pipe,))]
     assert len(g.stages) == len(stages)
     assert all(st.label == name for st, name in zip(stages, g.stages) if isinstance(st, Labeled))
-    assert cnndsl.compile(cnndsl.format_spec(text)).same_as(g)
+    assert cnndsl.compile_text(cnndsl.format_spec(text)).same_as(g)
 
 
 def test_the_clash_check_sees_a_clash():
@@ -457,28 +457,28 @@ def label_soup(draw):
 @given(label_soup())
 def test_label_soup_never_collides(text):
     try:
-        g = cnndsl.compile(text)
+        g = cnndsl.compile_text(text)
     except cnndsl.CnnDslError as e:       # a clash the rules refuse rather than rename: at a label
         assert isinstance(e, NameError_) and e.span is not None, e.render()
         return
     assert not _module_path_clashes(g), g.dump()
     assert len(set(g.stages)) == len(g.stages)
-    from cnndsl.names import module_paths
+    from cnndsl.ir.names import module_paths
     paths = module_paths(g)
     assert len(set(paths.values())) == len(paths)
 
 
 def test_automatic_stage_names_skip_labels():
-    g = cnndsl.compile("input 8x8x3\nconv3-4 | conv3-4 | stage4: (conv3-4 + conv3-4) | conv3-4 | stage3: relu")
+    g = cnndsl.compile_text("input 8x8x3\nconv3-4 | conv3-4 | stage4: (conv3-4 + conv3-4) | conv3-4 | stage3: relu")
     assert g.stages == ["stage1", "stage2", "stage4", "stage5", "stage3"]
-    g = cnndsl.compile("input 8x8x3\nblock b() = stage2: relu\nconv3-4 | b()")
+    g = cnndsl.compile_text("input 8x8x3\nblock b() = stage2: relu\nconv3-4 | b()")
     assert g.stages == ["stage1", "stage3"]
 
 
 @pytest.mark.parametrize("text", COLLIDING[:6])
 def test_torch_builds_every_analyzed_parameter(text):
     pytest.importorskip("torch")
-    g = cnndsl.compile(text)
+    g = cnndsl.compile_text(text)
     model = cnndsl.to_torch(g)
     assert sum(p.numel() for p in model.parameters()) == cnndsl.analyze(g).totals["params"]
 
@@ -493,13 +493,13 @@ def test_bundled_specs_keep_their_names():
 # ---------------------------------------------------------------- ASCII names ----
 
 def test_ascii_forms_still_work():
-    g = cnndsl.compile("input 16\u00d716\u00d73\nblock my-block(c) = conv3\u00d73-c \u00d72\nMy_Label: (my-block(4) x{2})"
+    g = cnndsl.compile_text("input 16\u00d716\u00d73\nblock my-block(c) = conv3\u00d73-c \u00d72\nMy_Label: (my-block(4) x{2})"
                        " | Conv3-4 X2 | INPUT_2: relu")
     assert g.stages == ["My_Label", "stage2", "INPUT_2"]
-    assert cnndsl.compile("input 8\u00d78\u00d73\nconv3-4 \u00d7{1+1} + conv3-4 \u00d72").same_as(
-        cnndsl.compile("input 8x8x3\nconv3-4 x{1+1} + conv3-4 x2"))
+    assert cnndsl.compile_text("input 8\u00d78\u00d73\nconv3-4 \u00d7{1+1} + conv3-4 \u00d72").same_as(
+        cnndsl.compile_text("input 8x8x3\nconv3-4 x{1+1} + conv3-4 x2"))
     assert [n.name for n in g.nodes[1:3]] == ["My_Label.my-block1.conv1", "My_Label.my-block1.relu1"]
-    assert cnndsl.compile("# comments may say anything: \u017f \u212a \u0131 \u00e9\nconv3-4 # \u2603").nodes[1].op == "conv"
+    assert cnndsl.compile_text("# comments may say anything: \u017f \u212a \u0131 \u00e9\nconv3-4 # \u2603").nodes[1].op == "conv"
 
 
 # ---------------------------------------------------------------- bounded time and memory ----
@@ -512,7 +512,7 @@ _CHILD = textwrap.dedent("""
     text = sys.stdin.read()
     start = time.perf_counter()
     try:
-        cnndsl.compile(text)
+        cnndsl.compile_text(text)
         print("compiled")
     except cnndsl.CnnDslError as e:
         print(type(e).__name__, e.line, e.column, e.message)
@@ -568,7 +568,7 @@ TOKENS = ["conv3-8", "conv", "fc10", "maxpool", "bn", "relu", "dropout", "lrn", 
 
 
 def _only_our_errors(text: str) -> None:
-    for fn in (cnndsl.compile, cnndsl.format_spec):
+    for fn in (cnndsl.compile_text, cnndsl.format_spec):
         try:
             result = fn(text)
         except cnndsl.CnnDslError as e:

@@ -14,7 +14,7 @@ def ops(graph):
 
 
 def test_vgg_card_line_parses_verbatim():
-    g = cnndsl.compile("(conv3-64 x2 + maxpool) x5 | fc4096 | fc1000 | softmax")
+    g = cnndsl.compile_text("(conv3-64 x2 + maxpool) x5 | fc4096 | fc1000 | softmax")
     assert ops(g).count("conv") == 10 and ops(g).count("maxpool") == 5
     assert g.output.shape == (1000,) and g.output.op == "softmax"
     assert g["flatten1"].shape == (64 * 7 * 7,)
@@ -26,13 +26,13 @@ def test_vgg_card_line_parses_verbatim():
 
 
 def test_paper_spellings_are_accepted():
-    a = cnndsl.compile("input 32x32x3\nCONV3-64 LRN + MaxPool | FC-4096 | FC-10 | soft-max")
-    b = cnndsl.compile("input 32x32x3\nconv3-64 lrn + maxpool | fc4096 | fc10 | softmax")
+    a = cnndsl.compile_text("input 32x32x3\nCONV3-64 LRN + MaxPool | FC-4096 | FC-10 | soft-max")
+    b = cnndsl.compile_text("input 32x32x3\nconv3-64 lrn + maxpool | fc4096 | fc10 | softmax")
     assert a.same_as(b)
 
 
 def test_defaults():
-    g = cnndsl.compile("conv3-8 + maxpool")
+    g = cnndsl.compile_text("conv3-8 + maxpool")
     assert g.input_shape == (3, 224, 224)
     conv = g["conv1"]
     assert conv.attrs["padding"] == (1, 1) and conv.attrs["stride"] == (1, 1) and conv.attrs["bias"]
@@ -41,19 +41,19 @@ def test_defaults():
 
 
 def test_batchnorm_sits_between_conv_and_activation_and_drops_bias():
-    g = cnndsl.compile("input 8x8x3\nconv3-4 bn + conv3-4[bias] bn + conv3-4 + bn")
+    g = cnndsl.compile_text("input 8x8x3\nconv3-4 bn + conv3-4[bias] bn + conv3-4 + bn")
     assert ops(g) == ["conv", "bn", "relu", "conv", "bn", "relu", "conv", "bn", "relu"]
     convs = [n for n in g.nodes if n.op == "conv"]
     assert [c.attrs["bias"] for c in convs] == [False, True, False]
 
 
 def test_spec_wide_activation_and_explicit_overrides():
-    g = cnndsl.compile("input 8x8x1\nactivation tanh\nconv3-4 + conv3-4 relu + conv3-4 none | fc3")
+    g = cnndsl.compile_text("input 8x8x1\nactivation tanh\nconv3-4 + conv3-4 relu + conv3-4 none | fc3")
     assert ops(g) == ["conv", "tanh", "conv", "relu", "conv", "flatten", "fc"]
 
 
 def test_strides_padding_dilation_rectangular_groups_depthwise():
-    g = cnndsl.compile("input 32x30x4\nconv7-8/2 + conv1x7-8[pad=0x3] + conv3-8[dilation=2] + conv3-16[groups=4]"
+    g = cnndsl.compile_text("input 32x30x4\nconv7-8/2 + conv1x7-8[pad=0x3] + conv3-8[dilation=2] + conv3-16[groups=4]"
                        " + dwconv3/2 + conv5-4[valid] + conv3-4[pad=0]")
     shapes = [n.shape for n in g.nodes if n.op == "conv"]
     assert shapes == [(8, 16, 15), (8, 16, 15), (8, 16, 15), (16, 16, 15), (16, 8, 8), (4, 4, 4), (4, 2, 2)]
@@ -61,19 +61,19 @@ def test_strides_padding_dilation_rectangular_groups_depthwise():
 
 
 def test_pooling_kinds():
-    g = cnndsl.compile("input 31x31x2\nmaxpool3/2 + avgpool3/2[pad=1, ceil] + adaptiveavgpool3x2 + gmp")
+    g = cnndsl.compile_text("input 31x31x2\nmaxpool3/2 + avgpool3/2[pad=1, ceil] + adaptiveavgpool3x2 + gmp")
     assert [n.shape for n in g.nodes[1:]] == [(2, 15, 15), (2, 8, 8), (2, 3, 2), (2, 1, 1)]
 
 
 def test_blocks_with_arithmetic_defaults_and_keywords():
-    g = cnndsl.compile("input 16x16x8\nblock b(c, s=1, e=4) = conv1-c + conv3-c/s + conv1-{e*c}\nb(4) + b(c=2, s=2, e=2)")
+    g = cnndsl.compile_text("input 16x16x8\nblock b(c, s=1, e=4) = conv1-c + conv3-c/s + conv1-{e*c}\nb(4) + b(c=2, s=2, e=2)")
     assert [n.shape for n in g.nodes if n.op == "conv"] == [(4, 16, 16), (4, 16, 16), (16, 16, 16),
                                                             (2, 16, 16), (2, 8, 8), (4, 8, 8)]
     assert g.nodes[1].name == "b1.conv1"
 
 
 def test_residual_identity_and_projection():
-    g = cnndsl.compile("input 16x16x8\nres(conv3-8 bn + conv3-8 bn) + res(conv3-16/2 bn + conv3-16 bn)")
+    g = cnndsl.compile_text("input 16x16x8\nres(conv3-8 bn + conv3-8 bn) + res(conv3-16/2 bn + conv3-16 bn)")
     names = [n.name for n in g.nodes]
     assert "res1.proj" not in names and "res2.proj" in names and "res2.proj_bn" in names
     proj = g["res2.proj"]
@@ -84,7 +84,7 @@ def test_residual_identity_and_projection():
 
 
 def test_concat_and_labels_and_stages():
-    g = cnndsl.compile("input 16x16x8\nstem: (conv3-8 + maxpool)\n| mix: cat(conv1-4, conv3-6, maxpool3/1[pad=1])\n"
+    g = cnndsl.compile_text("input 16x16x8\nstem: (conv3-8 + maxpool)\n| mix: cat(conv1-4, conv3-6, maxpool3/1[pad=1])\n"
                        "| head: fc10")
     assert g.stages == ["stem", "mix", "head"]
     assert g["mix.concat"].shape == (18, 8, 8)
@@ -92,7 +92,7 @@ def test_concat_and_labels_and_stages():
 
 
 def test_repeated_labels_are_numbered():
-    g = cnndsl.compile("input 8x8x3\n(c: conv3-4 + p: relu) x2")
+    g = cnndsl.compile_text("input 8x8x3\n(c: conv3-4 + p: relu) x2")
     assert {"c_1", "c_2", "p_1", "p_2"} <= {n.name for n in g.nodes}
 
 
@@ -105,20 +105,20 @@ def test_comments_newlines_semicolons_and_continuations():
     b(4) + maxpool
     | fc10 ; 
     """
-    g = cnndsl.compile(text)
+    g = cnndsl.compile_text(text)
     assert ops(g) == ["conv", "relu", "conv", "relu", "maxpool", "flatten", "fc"]
-    assert cnndsl.compile("input 8x8x1; conv3-2; fc3").output.shape == (3,)
+    assert cnndsl.compile_text("input 8x8x1; conv3-2; fc3").output.shape == (3,)
 
 
 def test_layer_call_syntax():
-    a = cnndsl.compile("input 8x8x1\nconv(3, 4, 2) + dropout(0.3) + lrn(size=3)")
-    b = cnndsl.compile("input 8x8x1\nconv3-4/2 + dropout0.3 + lrn3")
+    a = cnndsl.compile_text("input 8x8x1\nconv(3, 4, 2) + dropout(0.3) + lrn(size=3)")
+    b = cnndsl.compile_text("input 8x8x1\nconv3-4/2 + dropout0.3 + lrn3")
     assert a.same_as(b)
 
 
 def test_spans_point_into_the_source():
     text = "input 8x8x1\nconv3-4 + maxpool"
-    g = cnndsl.compile(text)
+    g = cnndsl.compile_text(text)
     span = g["maxpool1"].span
     assert (span.line, span.column) == (2, 11) and text[span.start:span.end] == "maxpool"
 
@@ -143,7 +143,7 @@ def test_layer_parts_have_their_own_spans(layer, word, lead, size):
 
 
 def test_ir_is_immutable_and_topological():
-    g = cnndsl.compile("input 8x8x1\nres(conv3-4 + conv3-4, conv1-4) | fc2")
+    g = cnndsl.compile_text("input 8x8x1\nres(conv3-4 + conv3-4, conv1-4) | fc2")
     with pytest.raises(TypeError):
         g.nodes[1].attrs["out"] = 3
     seen = set()
@@ -156,7 +156,7 @@ def test_ir_is_immutable_and_topological():
 def test_format_round_trip_on_specs(path):
     text = path.read_text()
     printed = cnndsl.format_spec(text)
-    assert cnndsl.compile(printed).same_as(cnndsl.compile(text))
+    assert cnndsl.compile_text(printed).same_as(cnndsl.compile_text(text))
     assert cnndsl.format_spec(printed) == printed
 
 
@@ -164,16 +164,16 @@ def test_format_round_trip_on_specs(path):
 @given(random_spec())
 def test_format_round_trip_generated(text):
     try:
-        original = cnndsl.compile(text)
+        original = cnndsl.compile_text(text)
     except cnndsl.CnnDslError:
         return
     printed = cnndsl.format_spec(text)
-    assert cnndsl.compile(printed).same_as(original)
+    assert cnndsl.compile_text(printed).same_as(original)
     assert cnndsl.format_spec(printed) == printed
 
 
 def test_input_override():
-    g = cnndsl.compile("conv3-8/2 | gap | fc4", input_shape=(64, 48, 1))
+    g = cnndsl.compile_text("conv3-8/2 | gap | fc4", input_shape=(64, 48, 1))
     assert g.input_shape == (1, 64, 48) and g["conv1"].shape == (8, 32, 24)
 
 
@@ -194,9 +194,9 @@ REPLAYED = [
 @pytest.mark.parametrize("text", REPLAYED + [p.read_text() for p in SPECS if "block" in p.read_text()])
 def test_replayed_block_calls_equal_lowering_them_again(text, monkeypatch):
     # the reference: every call lowered from its syntax tree; names, spans, labels, stages and attributes
-    replayed = cnndsl.compile(text)
-    monkeypatch.setattr("cnndsl.lower._Lowering.replay_calls", False)
-    fresh = cnndsl.compile(text)
+    replayed = cnndsl.compile_text(text)
+    monkeypatch.setattr("cnndsl.frontend.lower._Lowering.replay_calls", False)
+    fresh = cnndsl.compile_text(text)
     assert replayed.dump() == fresh.dump()
     assert [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in replayed.nodes] == \
         [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in fresh.nodes]

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from cnndsl.onnx_backend import to_onnx  # noqa: E402
+from cnndsl.backends.to_onnx import to_onnx  # noqa: E402
 
 
 def inferred_shapes(model) -> dict:
@@ -57,14 +57,14 @@ def test_every_spec(path):
 @given(random_spec())
 def test_generated_specs(text):
     try:
-        graph = cnndsl.compile(text)
+        graph = cnndsl.compile_text(text)
     except cnndsl.ShapeError:
         return
     check(graph)
 
 
 def test_opsets_and_activations():
-    graph = cnndsl.compile("input 12x10x3\nconv3-4 gelu + conv3-4 silu + conv3-4 relu6 + conv3-4 hardswish"
+    graph = cnndsl.compile_text("input 12x10x3\nconv3-4 gelu + conv3-4 silu + conv3-4 relu6 + conv3-4 hardswish"
                            " + conv3-4 elu + conv3-4 leakyrelu[slope=0.2] + adaptiveavgpool5x3 | fc3 bn + fc2")
     for opset in (13, 18, 21):
         torch.manual_seed(0)
@@ -89,8 +89,8 @@ def test_metadata_names_and_seeded_weights():
 
 
 def test_fp16_and_external_data(tmp_path):
-    from cnndsl.onnx_backend import save
-    graph = cnndsl.compile("input 16x16x3\nconv3-8 bn + maxpool | fc4")
+    from cnndsl.backends.to_onnx import save
+    graph = cnndsl.compile_text("input 16x16x3\nconv3-8 bn + maxpool | fc4")
     model = to_onnx(graph, fp16=True)
     onnx.checker.check_model(model, full_check=True)
     path = tmp_path / "m.onnx"
@@ -100,7 +100,7 @@ def test_fp16_and_external_data(tmp_path):
 
 
 def test_wrong_weights_are_refused():
-    graph = cnndsl.compile("input 8x8x3\nconv3-4 | fc2")
-    other = cnndsl.to_torch(cnndsl.compile("input 8x8x3\nconv3-5 | fc2")).state_dict()
+    graph = cnndsl.compile_text("input 8x8x3\nconv3-4 | fc2")
+    other = cnndsl.to_torch(cnndsl.compile_text("input 8x8x3\nconv3-5 | fc2")).state_dict()
     with pytest.raises(cnndsl.CnnDslError, match="shape"):
         to_onnx(graph, weights=other)

@@ -13,8 +13,8 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from cnndsl.onnx_backend import save, to_onnx  # noqa: E402
-from cnndsl.onnx_import import import_onnx  # noqa: E402
+from cnndsl.backends.to_onnx import save, to_onnx  # noqa: E402
+from cnndsl.backends.from_onnx import import_onnx  # noqa: E402
 
 
 # the VGG variants share their ops with vgg16, vgg16_bn, vgg16c and vgg11-lrn; CI time goes to the others
@@ -39,7 +39,7 @@ def test_round_trip_spec_onnx_import(path):
 def test_uneven_adaptive_pooling_round_trips(opset):
     # 13x11 -> 5x3 (avg) and 13x11 -> 6x4 (max) have overlapping, uneven windows: the emitter writes
     # Slice/Reduce/Concat bands, and the importer reads them back as the adaptive pooling they are
-    graph = cnndsl.compile("input 13x11x3\nconv3-8 + adaptiveavgpool5x3 + conv1-8 + adaptive_maxpool(4) | fc4")
+    graph = cnndsl.compile_text("input 13x11x3\nconv3-8 + adaptiveavgpool5x3 + conv1-8 + adaptive_maxpool(4) | fc4")
     back = import_onnx(to_onnx(graph, opset=opset))
     pools = [(n.name, n.op, n.attrs["output"], n.shape) for n in back.nodes if n.op.startswith("adaptive")]
     assert pools == [(n.name, n.op, n.attrs["output"], n.shape) for n in graph.nodes if n.op.startswith("adaptive")]
@@ -81,13 +81,13 @@ def test_import_prints_an_equivalent_spec(tmp_path, cli):
     save(to_onnx(graph), str(file))
     result = cli("import", str(file))
     assert result.exit_code == 0, result.output
-    rebuilt = cnndsl.analyze(cnndsl.compile(result.output))
+    rebuilt = cnndsl.analyze(cnndsl.compile_text(result.output))
     assert rebuilt.totals["params"] == cnndsl.analyze(graph).totals["params"]
     assert "cat(" in result.output
 
 
 def test_bad_files_give_clear_errors(tmp_path, cli):
-    graph = cnndsl.compile("input 16x16x3\nconv3-4 + maxpool | fc2")
+    graph = cnndsl.compile_text("input 16x16x3\nconv3-4 + maxpool | fc2")
     good = tmp_path / "good.onnx"
     save(to_onnx(graph), str(good))
     truncated = tmp_path / "truncated.onnx"
@@ -114,7 +114,7 @@ def test_bad_files_give_clear_errors(tmp_path, cli):
 
 
 def test_run_outputs_and_bench(tmp_path, cli):
-    graph = cnndsl.compile("input 16x16x3\nconv3-4 + maxpool | fc5 | softmax")
+    graph = cnndsl.compile_text("input 16x16x3\nconv3-4 + maxpool | fc5 | softmax")
     good = tmp_path / "m.onnx"
     save(to_onnx(graph), str(good))
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)

@@ -70,6 +70,6 @@ def test_receptive_fields_from_the_literature():
 
 def test_stacked_3x3_fields_are_5_and_7_not_9_and_27():
     # The seed says 9x9 and 27x27; with stride 1 two 3x3 layers see 5x5 and three see 7x7 (VGG paper, sec. 2.3).
-    report = cnndsl.analyze(cnndsl.compile("input 32x32x3\nconv3-8 x3"))
+    report = cnndsl.analyze(cnndsl.compile_text("input 32x32x3\nconv3-8 x3"))
     convs = [n.name for n in report.graph.nodes if n.op == "conv"]
     assert [report.rf[c].size for c in convs] == [(3, 3), (5, 5), (7, 7)]

@@ -100,7 +100,7 @@ def test_depthwise_and_linear_bottlenecks_mobilenet_v2():
 
 
 def test_dilation_strides_and_rectangular_kernels():
-    g = cnndsl.compile("input 161x141x2\nconv3-4[dilation=2] + conv1x5-4/2 + maxpool3/2[pad=1] + conv5x3-3/2x1[pad=1x2]"
+    g = cnndsl.compile_text("input 161x141x2\nconv3-4[dilation=2] + conv1x5-4/2 + maxpool3/2[pad=1] + conv5x3-3/2x1[pad=1x2]"
                        " + avgpool2/1 + conv3-2[dilation=3, pad=2]")
     # units at the centre: no window reaches into an intermediate map's padding, so the whole field is real
     picks = [(n.name, (n.shape[1] // 2, n.shape[2] // 2)) for n in g.nodes if n.op in ("conv", "maxpool", "avgpool")]
@@ -109,8 +109,8 @@ def test_dilation_strides_and_rectangular_kernels():
 
 def test_unaligned_merge_is_reported():
     # aligned: centred branches of different sizes; unaligned: a 1x1/2 beside a 2x2/2 pool (half a pixel)
-    g = cnndsl.compile("input 16x16x1\nadd(conv3-2[pad=1], conv3-2[pad=1] + conv3-2[pad=1x1] + conv1-2)")
+    g = cnndsl.compile_text("input 16x16x1\nadd(conv3-2[pad=1], conv3-2[pad=1] + conv3-2[pad=1x1] + conv1-2)")
     assert not any("unaligned" in w["message"] for w in cnndsl.analyze(g).warnings)
-    g = cnndsl.compile("input 16x16x1\nadd(conv1-2/2, maxpool2/2 + conv1-2)")   # centres 0 and 0.5
+    g = cnndsl.compile_text("input 16x16x1\nadd(conv1-2/2, maxpool2/2 + conv1-2)")   # centres 0 and 0.5
     report = cnndsl.analyze(g)
     assert any("unaligned" in w["message"] for w in report.warnings)

@@ -34,7 +34,7 @@ def test_every_spec_shapes_match_forward(path):
 @given(random_spec())
 def test_generated_specs_shapes_match_forward(text):
     try:
-        graph = cnndsl.compile(text)
+        graph = cnndsl.compile_text(text)
     except cnndsl.ShapeError:
         return   # e.g. a size collapsing below 1; test_collapse_agrees_with_torch covers the refusal
     check_against_torch(graph)
@@ -47,7 +47,7 @@ def test_collapse_agrees_with_torch(text):
     if "res(" in text or "cat(" in text or "fc" in text or "adaptive" in text:
         return   # sequential bodies without a size-dependent head: a bigger input builds the same layers
     try:
-        cnndsl.compile(text)
+        cnndsl.compile_text(text)
         return
     except cnndsl.ShapeError as e:
         if "collapses" not in e.message:
@@ -57,7 +57,7 @@ def test_collapse_agrees_with_torch(text):
     h, w, c = map(int, lines[0].split()[1].split("x"))
     body = "\n".join(lines[1:])
     with pytest.raises(Exception):
-        model = cnndsl.to_torch(cnndsl.compile(f"input {h}x{w}x{c}\n{body}", input_shape=(h * 64, w * 64, c))).eval()
+        model = cnndsl.to_torch(cnndsl.compile_text(f"input {h}x{w}x{c}\n{body}", input_shape=(h * 64, w * 64, c))).eval()
         with torch.no_grad():
             model(torch.randn(1, c, h, w))   # the original, too small input
 
@@ -69,4 +69,4 @@ def test_dag_shapes_resnet_and_inception_blocks():
     conv3-8 + res(conv3-16/2 bn + conv3-16 bn) + incep(4, 6) + res(conv3-14 + conv3-14, conv1-14)
     + add(conv3-4, conv1-4, avgpool3/1[pad=1] + conv1-4) | gap | fc3
     """
-    check_against_torch(cnndsl.compile(text))
+    check_against_torch(cnndsl.compile_text(text))

@@ -127,7 +127,7 @@ def test_layouts_precisions_compile_and_export():
 
 
 def test_initialisation_follows_torchvision_scheme():
-    model = cnndsl.to_torch(cnndsl.compile("input 32x32x3\nconv3-64 bn + conv3-64 | fc10"))
+    model = cnndsl.to_torch(cnndsl.compile_text("input 32x32x3\nconv3-64 bn + conv3-64 | fc10"))
     conv = model.stage1.conv2
     expected_std = (2.0 / (64 * 9)) ** 0.5          # kaiming normal, fan_out, relu
     assert abs(conv.weight.std().item() - expected_std) / expected_std < 0.1
@@ -137,9 +137,9 @@ def test_initialisation_follows_torchvision_scheme():
 
 
 def test_reserved_attribute_list_covers_installed_torch():
-    from cnndsl.names import MODULE_ATTRIBUTES
+    from cnndsl.ir.names import MODULE_ATTRIBUTES
     public = {n for n in dir(torch.nn.ModuleDict()) if not n.startswith("_")}
     assert public <= MODULE_ATTRIBUTES
-    model = cnndsl.to_torch(cnndsl.compile("input 8x8x1\ntraining: (forward: conv3-2 + keys: relu) | class: fc2"))
+    model = cnndsl.to_torch(cnndsl.compile_text("input 8x8x1\ntraining: (forward: conv3-2 + keys: relu) | class: fc2"))
     assert isinstance(model.training_.forward_, torch.nn.Conv2d) and isinstance(model.class_.class_, torch.nn.Linear)
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 2)

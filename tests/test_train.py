@@ -18,8 +18,8 @@ from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 
-from cnndsl import data as data_mod  # noqa: E402
-from cnndsl.train import Interrupted, TrainConfig, Trainer, load_checkpoint, train_distributed  # noqa: E402
+from cnndsl.train import data as data_mod  # noqa: E402
+from cnndsl.train.trainer import Interrupted, TrainConfig, Trainer, load_checkpoint, train_distributed  # noqa: E402
 
 SMALL = "input 16x16x1\nconv3-8 + maxpool | conv3-16 + maxpool | fc32 + dropout0.2 | fc4"
 SMALL_NO_DROPOUT = "input 16x16x1\nconv3-8 + maxpool | conv3-8 + maxpool | fc4"
@@ -47,7 +47,7 @@ def trainer(tmp_path, spec=SMALL, **kw):
     tmp_path.mkdir(parents=True, exist_ok=True)
     dataset = data_mod.load(str(write_npz(tmp_path / "q.npz")))
     config = TrainConfig(**{"epochs": 2, "batch_size": 32, "device": "cpu", **kw})
-    return Trainer(cnndsl.compile(spec), dataset, config, tmp_path / "run")
+    return Trainer(cnndsl.compile_text(spec), dataset, config, tmp_path / "run")
 
 
 def test_learns_the_quadrant_task(tmp_path):
@@ -134,7 +134,7 @@ def test_transfer_learning_freezes_backbone_and_replaces_head(tmp_path, cli):
     np.savez(tmp_path / "three.npz", x_train=x[keep], y_train=y[keep], x_test=x[keep][:64], y_test=y[keep][:64])
     dataset = data_mod.load(str(tmp_path / "three.npz"))
     config = TrainConfig(epochs=1, batch_size=32, device="cpu", init=str(ckpt), freeze=("backbone",))
-    t = Trainer(cnndsl.compile(spec), dataset, config, tmp_path / "dst")
+    t = Trainer(cnndsl.compile_text(spec), dataset, config, tmp_path / "dst")
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     src = load_checkpoint(str(ckpt))["model"]
     assert torch.equal(before["stage1.conv1.weight"], src["stage1.conv1.weight"])      # conv weights carried over
@@ -150,7 +150,7 @@ def test_transfer_learning_freezes_backbone_and_replaces_head(tmp_path, cli):
 
 def test_distributed_two_processes_match_one(tmp_path):
     dataset = data_mod.load(str(write_npz(tmp_path / "q.npz", n=256)))
-    graph = cnndsl.compile(SMALL_NO_DROPOUT)
+    graph = cnndsl.compile_text(SMALL_NO_DROPOUT)
     config = TrainConfig(epochs=2, batch_size=32, device="cpu", augment={"flip": 0.5, "crop": 1}, lr=0.05)
     single = Trainer(graph, dataset, config, tmp_path / "one")
     single.run()
@@ -186,7 +186,7 @@ def test_tiny_fixtures_idx_npz_image_folder(tmp_path):
             Image.fromarray(img[0]).save(folder / split / f"class{label}" / f"{i}.png")
     d = data_mod.load(str(folder), size=(20, 20))
     assert d.train.images.shape == (64, 3, 20, 20) and d.classes == ["class0", "class1", "class2", "class3"]
-    t = Trainer(cnndsl.compile("input 20x20x1\nconv3-4 + maxpool | fc4"), d, TrainConfig(epochs=1, batch_size=16,
+    t = Trainer(cnndsl.compile_text("input 20x20x1\nconv3-4 + maxpool | fc4"), d, TrainConfig(epochs=1, batch_size=16,
                 device="cpu"), tmp_path / "run")
     assert t.run()["epochs"] == 1
     (idx / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 16, 16, 16) + b"\x00")
@@ -204,7 +204,7 @@ def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch):
 def test_sklearn_digits():
     pytest.importorskip("sklearn")
     d = data_mod.load("digits")
-    t = Trainer(cnndsl.compile("input 8x8x1\nconv3-16 + maxpool | fc10"), d,
+    t = Trainer(cnndsl.compile_text("input 8x8x1\nconv3-16 + maxpool | fc10"), d,
                 TrainConfig(epochs=4, batch_size=64, device="cpu"), Path("/tmp/cnndsl-digits-test"))
     assert t.run()["best_test_accuracy"] > 0.8
 

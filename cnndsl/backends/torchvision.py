@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .errors import CnnDslError
+from ..errors import CnnDslError
 
 
 class WeightMismatch(CnnDslError):

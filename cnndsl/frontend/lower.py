@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Optional
 
-from . import limits
+from .. import limits
 from . import syntax as A
-from .errors import CnnDslError, LimitError, NameError_, ShapeError, Span, ValueError_
-from .ir import Graph, make_node, verify
-from .ops import ACTIVATIONS, NO_ACTIVATION, OPS, SPELLINGS, LayerArgs, OpError, conv_out, fmt_shape, normalize_word
+from ..errors import CnnDslError, LimitError, NameError_, ShapeError, Span, ValueError_
+from ..ir import Graph, make_node, verify
+from ..ir.ops import ACTIVATIONS, NO_ACTIVATION, OPS, SPELLINGS, LayerArgs, OpError, conv_out, fmt_shape, normalize_word
 
 def _close(word, candidates, n=1, cutoff=0.6):
     import difflib   # only on the error path

@@ -4,8 +4,8 @@ from __future__ import annotations
 from math import prod
 from typing import NamedTuple
 
-from .ir import Graph
-from .ops import GLOBAL, OPS, fmt_shape
+from ..ir import Graph
+from ..ir.ops import GLOBAL, OPS, fmt_shape
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2,
                "float64": 8, "fp64": 8, "int8": 1}
@@ -16,8 +16,8 @@ def require_buildable(g: Graph, itemsize: int = 4) -> int:
     limits.MAX_BUILD_PARAMS or above this machine's physical memory, before anything is allocated."""
     import os
 
-    from . import limits
-    from .errors import LimitError
+    from .. import limits
+    from ..errors import LimitError
     params, buffers, _ = counts(g)
     total = sum(params.values()) + sum(buffers.values())
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import passes
-from .gcpause import gc_paused
-from .ir import Graph
-from .ops import OPS
+from ..gcpause import gc_paused
+from ..ir import Graph
+from ..ir.ops import OPS
 
 
 class Report:

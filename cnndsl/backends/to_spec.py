@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .errors import CnnDslError
-from .ir import Graph, Node
-from .errors import printable
-from .ops import ACTIVATIONS
+from ..errors import CnnDslError
+from ..ir import Graph, Node
+from ..errors import printable
+from ..ir.ops import ACTIVATIONS
 
 
 class NoSpec(CnnDslError):
@@ -69,7 +69,7 @@ def write_spec(graph: Graph) -> str:
     Linear in the graph's size: each merge's branches start at its immediate dominator (the fork), and
     every node is written exactly once; a node that two branches share has no spelling and is refused.
     """
-    import cnndsl
+    from ..api import compile_text
     users = graph.consumers()
     c, h, w = graph.input_shape
     fork = _immediate_dominators(graph)
@@ -120,7 +120,7 @@ def write_spec(graph: Graph) -> str:
         raise NoSpec("some layers do not lead to the output")
     source = printable(graph.filename, 120)
     text = f"# written by cnndsl from {source}\ninput {h}x{w}x{c}\n" + "\n+ ".join(body) + "\n"
-    rebuilt = cnndsl.compile(text)
+    rebuilt = compile_text(text)
     if _layers(graph) != _layers(rebuilt):
         raise NoSpec("the written spec does not reproduce the graph", hint="please report this model")
     return text

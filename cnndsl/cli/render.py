@@ -4,9 +4,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from .errors import printable
-from .ops import OPS
-from .report import Report
+from ..errors import printable
+from ..ir.ops import OPS
+from ..analysis.report import Report
 
 # (header, right-aligned?) per column. The table is laid out here as aligned, styled text and printed
 # through rich: rich.Table measures every cell and costs ~0.5 ms a row (15 s for a 20,000-row network,

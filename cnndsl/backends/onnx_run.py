@@ -6,8 +6,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import CnnDslError
-from .errors import printable
+from ..errors import CnnDslError
+from ..errors import printable
 
 
 class RunError(CnnDslError):

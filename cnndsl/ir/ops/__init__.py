@@ -4,7 +4,7 @@ from __future__ import annotations
 from math import gcd, isfinite, prod
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import limits
+from ... import limits
 
 GLOBAL = "global"   # an RF window that covers the whole input grid (fc, global pooling)
 

@@ -12,7 +12,7 @@ import keyword
 import re
 import unicodedata
 
-from .ir import Graph
+from .graph import Graph
 
 # Public attribute names of torch.nn.ModuleDict (tests/test_torch_backend.py checks this list against the
 # installed torch), and the generated class's own members. A key equal to one of these, a keyword, or one

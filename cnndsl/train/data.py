@@ -25,8 +25,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .errors import CnnDslError
-from .files import read_at_most
+from ..errors import CnnDslError
+from ..files import read_at_most
 
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",

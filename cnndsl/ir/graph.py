@@ -4,7 +4,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple, Optional
 
-from .errors import InternalError, Span
+from ..errors import InternalError, Span
 from .ops import OPS, OpError
 
 

@@ -5,10 +5,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import CnnDslError
-from .ir import Graph, Node
-from .names import module_paths
-from .ops import adaptive_window, sliding_window
+from ..errors import CnnDslError
+from ..ir import Graph, Node
+from ..ir.names import module_paths
+from ..ir.ops import adaptive_window, sliding_window
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -262,7 +262,7 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
         raise OnnxExportError(f"opset {opset} is outside the supported range {MIN_OPSET}..{MAX_OPSET}")
     if weights is not None:
         weights = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in weights.items()}
-    from .passes import require_buildable
+    from ..analysis.passes import require_buildable
     require_buildable(graph, 2 if fp16 else 4)
     dtype = np.float16 if fp16 else np.float32
     elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
@@ -289,7 +289,7 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
         t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
         t.dims.extend(array.shape)
         t.raw_data = np.ascontiguousarray(array).tobytes()
-    from . import __version__
+    from ..version import __version__
     model = helper.make_model(g, producer_name="cnndsl", producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 10)      # readable by current ONNX Runtime releases
@@ -309,7 +309,7 @@ def save(model, path: str, external_data: Optional[bool] = None) -> None:
 
     import onnx
 
-    from .files import atomic_folder, atomic_path
+    from ..files import atomic_folder, atomic_path
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     if external_data is None:
         external_data = size > 1_800_000_000

@@ -8,7 +8,7 @@ expressions may be long chains (1+1+...+1), so expr() walks them with an explici
 from __future__ import annotations
 
 from . import syntax as A
-from .ops import SPELLINGS, normalize_word
+from ..ir.ops import SPELLINGS, normalize_word
 
 # Binding strength, loosest first: pipeline (|) < sequence (+) < repeat (xN) < unit.
 _PIPE, _SEQ, _REP, _UNIT = range(4)

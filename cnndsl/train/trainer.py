@@ -20,10 +20,10 @@ from types import MappingProxyType
 from typing import Callable, Optional
 
 from .data import MAX_CLASSES, DataError, Dataset, Split, check_dataset
-from .errors import CnnDslError
-from .ir import Graph, Node, verify
-from .names import module_paths
-from .ops import OPS
+from ..errors import CnnDslError
+from ..ir import Graph, Node, verify
+from ..ir.names import module_paths
+from ..ir.ops import OPS
 from .weights import WeightsError, check_tensor, load_checkpoint, state_dict_of  # noqa: F401  (re-exported)
 
 
@@ -277,7 +277,7 @@ def check_fits(model, state, what: str = "the weights", strict: bool = True) -> 
 
 
 def build_model(graph: Graph, weights: Optional[dict] = None):
-    from .torch_backend import to_torch
+    from ..backends.to_torch import to_torch
     model = to_torch(graph, logits=True)
     if weights is not None:
         check_fits(model, weights)
@@ -412,7 +412,7 @@ class Trainer:
         if c.init_torchvision:
             import torch
 
-            from .interchange import load_torchvision
+            from ..backends.torchvision import load_torchvision
             state = state_dict_of(load_checkpoint(c.init_torchvision))
             head = classifier(self.graph)
             strict = True
@@ -769,9 +769,9 @@ def distributed_worker(rank: int, world: int, init_file: str, spec: tuple, datas
     import torch
     import torch.distributed as dist
 
-    import cnndsl
+    from ..api import compile_text
     source, filename, (c, h, w) = spec      # the IR is rebuilt here: compiling is cheaper than pickling it
-    graph = cnndsl.compile(source, filename=filename, input_shape=(h, w, c))
+    graph = compile_text(source, filename=filename, input_shape=(h, w, c))
     backend = "nccl" if pick_device(config.device).startswith("cuda") else "gloo"
     dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

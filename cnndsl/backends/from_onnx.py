@@ -17,11 +17,11 @@ from typing import Optional
 
 import numpy as np
 
-from . import limits
-from .errors import CnnDslError, printable
-from .files import read_at_most
-from .ir import Graph, make_node, verify
-from .ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
+from .. import limits
+from ..errors import CnnDslError, printable
+from ..files import read_at_most
+from ..ir import Graph, make_node, verify
+from ..ir.ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "

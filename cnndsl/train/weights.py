@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import CnnDslError
+from ..errors import CnnDslError
 
 MAX_WEIGHTS_BYTES = 16 << 30        # the arrays of one .npz weights file, as their headers declare them
 

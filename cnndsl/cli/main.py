@@ -7,8 +7,8 @@ from typing import Optional
 
 import click
 
-from .errors import CnnDslError
-from .errors import printable
+from ..errors import CnnDslError
+from ..errors import printable
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL = 70
@@ -42,7 +42,7 @@ class FiniteFloat(click.ParamType):
 def _input_shape(value: Optional[str]):
     if value is None:
         return None
-    from . import limits
+    from .. import limits
     parts = value.lower().replace("\u00d7", "x").split("x")
     if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 9 and 0 < int(p) <= limits.MAX_DIM
                                   for p in parts):
@@ -53,21 +53,21 @@ def _input_shape(value: Optional[str]):
 
 def _load(path: str, input_shape=None):
     """Compile a spec file (or '-' for standard input); errors propagate as CnnDslError."""
-    import cnndsl
+    from ..api import compile_text
     if path.lower().endswith(".onnx"):   # analyze a model cnndsl did not write
-        from .onnx_import import import_onnx
+        from ..backends.from_onnx import import_onnx
         return import_onnx(path, input_shape)
     text, filename = _read_text(path)
-    return cnndsl.compile(text, input_shape=input_shape, filename=filename)
+    return compile_text(text, input_shape=input_shape, filename=filename)
 
 
 def _read_text(path: str) -> tuple[str, str]:
     """A spec's text and the name diagnostics use; '-' is standard input. Size-checked before reading."""
-    import cnndsl
+    from ..frontend.source import decode_spec, read_bounded, read_spec
     if path == "-":
-        return cnndsl.decode_spec(cnndsl.read_bounded(sys.stdin.buffer, "<stdin>"), "<stdin>"), "<stdin>"
+        return decode_spec(read_bounded(sys.stdin.buffer, "<stdin>"), "<stdin>"), "<stdin>"
     try:
-        return cnndsl.read_spec(path), path
+        return read_spec(path), path
     except OSError as e:
         raise click.FileError(printable(path), hint=e.strerror or str(e)) from None
 
@@ -128,7 +128,7 @@ def main():
 def analyze(spec, as_json, input_shape, batch, dtype):
     """Per-layer shapes, parameters, MACs, memory and receptive fields of SPEC ('-' reads stdin, a .onnx
     file is imported)."""
-    from .report import Report
+    from ..analysis.report import Report
     graph = _load(spec, _input_shape(input_shape))
     report = Report(graph, batch=batch, dtype=dtype)
     if as_json:
@@ -154,9 +154,9 @@ def check(spec, input_shape):
 @_guard
 def fmt(spec):
     """Print SPEC in canonical form (comments are dropped)."""
-    import cnndsl
+    from ..api import format_spec
     text, name = _read_text(spec)
-    click.echo(cnndsl.format_spec(text, name), nl=False)
+    click.echo(format_spec(text, name), nl=False)
 
 
 @main.command()
@@ -182,8 +182,8 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
     """Emit SPEC for a backend: a self-contained PyTorch source file, or an ONNX model."""
     graph = _load(spec, _input_shape(input_shape))
     if target == "onnx":
-        from .onnx_backend import DEFAULT_OPSET, save, to_onnx
-        from .weights import read_state_dict
+        from ..backends.to_onnx import DEFAULT_OPSET, save, to_onnx
+        from ..train.weights import read_state_dict
         state = read_state_dict(weights) if weights else None
         model = to_onnx(graph, weights=state, opset=opset or DEFAULT_OPSET, seed=seed, fp16=fp16,
                         dynamic_batch=not static_batch, logits=logits)
@@ -192,7 +192,7 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
         click.echo(f"wrote {printable(output)} (opset {opset or DEFAULT_OPSET}, {len(model.graph.node)} ONNX nodes, {source})",
                    err=True)
         return
-    from .torch_backend import check_class_name, generate_source
+    from ..backends.to_torch import check_class_name, generate_source
     try:
         check_class_name(class_name)
     except ValueError as e:
@@ -204,7 +204,7 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
 
         import torch
 
-        from .torch_backend import to_torch
+        from ..backends.to_torch import to_torch
         torch.manual_seed(seed)
         model = to_torch(graph, class_name=class_name, logits=logits)
         buf = io.BytesIO()
@@ -229,9 +229,9 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds)
     """Run an ONNX MODEL with ONNX Runtime (CUDA when available, else CPU)."""
     import numpy as np
 
-    from . import onnx_run
+    from ..backends import onnx_run
     try:
-        from .onnx_import import check_external_data
+        from ..backends.from_onnx import check_external_data
     except ModuleNotFoundError:      # no onnx package: ONNX Runtime's own check of external data paths stands
         pass
     else:
@@ -271,7 +271,7 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds)
 
 def _write_atomic(path: str, data: bytes) -> None:
     """Write via a temporary file and a rename, so a reader never sees half a file."""
-    from .files import atomic_path
+    from ..files import atomic_path
 
     def write():
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -329,10 +329,10 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
     import os
     from pathlib import Path
 
-    from . import data as data_mod
-    from .augment import parse_augment
-    from .train import TrainConfig, Trainer, train_distributed
-    from .weights import load_checkpoint
+    from ..train import data as data_mod
+    from ..train.augment import parse_augment
+    from ..train.trainer import TrainConfig, Trainer, train_distributed
+    from ..train.weights import load_checkpoint
     graph = _load(spec)
     try:
         aug = parse_augment(augment if augment is not None else graph.settings.get("augment"))
@@ -355,13 +355,13 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:     # launched by torchrun: join its process group
         import torch.distributed as dist
-        from .train import pick_device
+        from ..train.trainer import pick_device
         dist.init_process_group("nccl" if pick_device(device).startswith("cuda") else "gloo")
     reporter = _TrainProgress(quiet or rank != 0)
     trainer = Trainer(graph, dataset, config, out, progress=reporter, rank=rank, world=world)
     if resume:
         trainer.restore(load_checkpoint(str(out / "last.pt")))
-    from .train import Interrupted
+    from ..train.trainer import Interrupted
     try:
         with reporter:
             summary = trainer.run()
@@ -440,8 +440,8 @@ class _TrainProgress:
 
 def _model_for(spec: str, weights: str):
     """The spec's model with a checkpoint's weights; the classifier width follows the checkpoint."""
-    from .train import build_model, fit_head
-    from .weights import load_checkpoint, state_dict_of
+    from ..train.trainer import build_model, fit_head
+    from ..train.weights import load_checkpoint, state_dict_of
     graph = _load(spec)
     payload = load_checkpoint(weights)
     state = state_dict_of(payload)
@@ -461,9 +461,9 @@ def _model_for(spec: str, weights: str):
 @_guard
 def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, as_json):
     """Accuracy, top-k, confusion matrix and per-class accuracy of SPEC with trained weights."""
-    from . import data as data_mod
-    from .augment import Preprocess
-    from .train import checkpoint_norm, evaluate, pick_device
+    from ..train import data as data_mod
+    from ..train.augment import Preprocess
+    from ..train.trainer import checkpoint_norm, evaluate, pick_device
     graph, model, payload = _model_for(spec, weights)
     dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:])
     dev = pick_device(device)
@@ -501,8 +501,8 @@ def predict(spec, images, weights, top, device):
     import numpy as np
     import torch
 
-    from .augment import Preprocess
-    from .train import checkpoint_norm, pick_device
+    from ..train.augment import Preprocess
+    from ..train.trainer import checkpoint_norm, pick_device
     from PIL import Image
     graph, model, payload = _model_for(spec, weights)
     classes = payload.get("classes") or []
@@ -537,8 +537,8 @@ def predict(spec, images, weights, top, device):
 @_guard
 def import_model(model, input_shape):
     """Print the cnndsl spec equivalent to an ONNX MODEL (checked by compiling it back)."""
-    from .onnx_import import import_onnx
-    from .spec_writer import write_spec
+    from ..backends.from_onnx import import_onnx
+    from ..backends.to_spec import write_spec
     click.echo(write_spec(import_onnx(model, _input_shape(input_shape))), nl=False)
 
 

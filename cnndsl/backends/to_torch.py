@@ -4,9 +4,9 @@ from __future__ import annotations
 import keyword
 from typing import Callable, Optional
 
-from .errors import printable
-from .ir import Graph, Node
-from .names import module_paths
+from ..errors import printable
+from ..ir import Graph, Node
+from ..ir.names import module_paths
 
 # ------------------------------------------------------ module builders ----
 # Each returns the constructor expression of the node's nn.Module, or None for ops done in forward().
@@ -224,7 +224,7 @@ class {class_name}(nn.Module):
 def to_torch(graph: Graph, *, logits: bool = False, class_name: str = "Net",
              return_nodes: Optional[list[str]] = None):
     """Build the nn.Module for a graph by running the same source `cnndsl build --target torch` writes."""
-    from .passes import require_buildable
+    from ..analysis.passes import require_buildable
     require_buildable(graph)
     source = generate_source(graph, class_name=class_name, logits=logits, return_nodes=return_nodes)
     namespace: dict = {"__name__": f"cnndsl_generated_{class_name}"}

@@ -1,0 +1,1 @@
+"""Analyses over the IR (tables keyed by node name) and the report that assembles them."""

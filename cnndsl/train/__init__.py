@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction: the trainer, data sets, augmentation and checkpoints."""
