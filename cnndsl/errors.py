@@ -122,6 +122,12 @@ class LimitError(CnnDslError):
     kind = "limit exceeded"
 
 
+class OnnxExportError(CnnDslError):
+    """The graph uses something ONNX cannot express, or the weights do not fit."""
+
+    kind = "onnx error"
+
+
 class InternalError(Exception):
     """The IR verifier found an inconsistency: a bug in cnndsl, not in the input."""
 

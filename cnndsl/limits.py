@@ -18,3 +18,4 @@ MAX_NAME_CHARS = 128             # characters in one name or label
 MAX_OPTIONS = 32                 # options in one [...] list or augment statement
 MAX_PARAMS = 64                  # parameters of one block, arguments of one call
 MAX_BUILD_PARAMS = 1 << 31       # parameters + buffers a backend will allocate (8 GiB of float32)
+MAX_ONNX_BANDS = 256             # uneven adaptive pooling is written as one Slice + Reduce per output row and column

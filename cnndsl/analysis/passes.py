@@ -180,7 +180,7 @@ def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligne
                     "line": span.line if span else None, "column": span.column if span else None})
 
     for n in g.nodes:
-        if n.op in ("maxpool", "avgpool", "conv") and len(n.shape) == 3:
+        if OPS[n.op].slides and len(n.shape) == 3:
             src = g[n.inputs[0]].shape
             a = n.attrs
             win = OPS[n.op].window(a, [src])
@@ -196,9 +196,10 @@ def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligne
                      f"{fmt_shape(src[1:])} map never reads the last {' and '.join(lost)} "
                      f"(output {fmt_shape(n.shape[1:])})")
     total = sum(param_table.values())
-    fc = sum(v for k, v in param_table.items() if g[k].op == "fc")
+    dense = [n.name for n in g.nodes if OPS[n.op].weight and len(n.shape) == 1]    # fully connected
+    fc = sum(param_table[k] for k in dense)
     if total and fc / total > 0.5:
-        warn(next(n.name for n in g.nodes if n.op == "fc"),
+        warn(dense[0],
              f"fully-connected layers hold {100 * fc / total:.1f}% of the parameters "
              f"({fc:,} of {total:,})")
     head = _classifier_input(g)
@@ -216,7 +217,7 @@ def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligne
 def _classifier_input(g: Graph):
     """The last spatial node before the network collapses space (flatten, fc or global pooling)."""
     for n in g.nodes:
-        if n.op in ("flatten", "fc") or (n.op.startswith("adaptive") and n.attrs["output"] == (1, 1)):
+        if OPS[n.op].starts_classifier(n.attrs):
             src = g[n.inputs[0]]
             return src.name if len(src.shape) == 3 else None
     return None

@@ -1,25 +1,21 @@
-"""ONNX backend: one emitter per op, built directly with onnx.helper; weights from a state dict or a seed."""
+"""ONNX backend: each node's ONNX nodes are written by its op (cnndsl.ir.ops) through the emitter here, with
+onnx.helper; the emitter owns value names, initializers and weights (from a state dict or a seed)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import CnnDslError
+from ..errors import OnnxExportError
 from ..ir import Graph, Node
 from ..ir.names import module_paths
-from ..ir.ops import adaptive_window, sliding_window
+from ..ir.ops import OPS
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
 MAX_OPSET = 21          # newest opset checked against ONNX Runtime here
-MAX_BANDS = 256         # uneven adaptive pooling is written as one Slice + Reduce per output row and column
 
-
-class OnnxExportError(CnnDslError):
-    """The graph uses something ONNX cannot express, or the weights do not fit."""
-
-    kind = "onnx error"
+__all__ = ["to_onnx", "save", "OnnxExportError", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET"]
 
 
 class _Emitter:
@@ -72,95 +68,10 @@ class _Emitter:
         self.nodes.append(self.h.make_node(op_type, inputs, [output], name=name, **attrs))
         return output
 
-    # ------------------------------------------------------------- emitters --
-    def emit(self, n: Node, ins: list[str], in_shapes: list[tuple]) -> None:
-        self.current = n.name
-        getattr(self, "e_" + n.op)(n, ins, in_shapes)
-
-    def e_conv(self, n, ins, shapes):
-        a = n.attrs
-        cin = shapes[0][0] // a["groups"]
-        kh, kw = a["kernel"]
-        fan_out = a["out"] * kh * kw
-        w = self.tensor(n, "weight", (a["out"], cin, kh, kw),
-                        lambda: self.rng.standard_normal((a["out"], cin, kh, kw), np.float32) * (2.0 / fan_out) ** 0.5)
-        inputs = [ins[0], w]
-        if a["bias"]:
-            inputs.append(self.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
-        ph, pw = a["padding"]
-        self.op("Conv", inputs, n.name, n.name, kernel_shape=[kh, kw], strides=list(a["stride"]),
-                pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["groups"])
-
-    def e_fc(self, n, ins, shapes):
-        a = n.attrs
-        w = self.tensor(n, "weight", (a["out"], shapes[0][0]),
-                        lambda: self.rng.standard_normal((a["out"], shapes[0][0]), np.float32) * 0.01)
-        inputs = [ins[0], w]
-        if a["bias"]:
-            inputs.append(self.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
-        self.op("Gemm", inputs, n.name, n.name, transB=1)
-
-    def _pool(self, op_type, n, ins, shapes, extra):
-        a = n.attrs
-        ph, pw = a["padding"]
-        pads, ceil = [ph, pw, ph, pw], int(a["ceil"])
-        if ceil and op_type == "MaxPool":
-            # ONNX's ceil mode keeps a last window that starts in the end padding, PyTorch's drops it; pad
-            # the end explicitly so floor mode yields exactly PyTorch's windows (-inf padding changes nothing).
-            ceil = 0
-            for i, (keff, stride, _) in enumerate(sliding_window(a)):
-                pads[2 + i] = max(0, (n.shape[1 + i] - 1) * stride + keff - shapes[0][1 + i] - pads[i])
-        elif ceil:
-            # Average pooling: PyTorch divides by the window clipped to the padded input. Pad with zeros
-            # explicitly, then pool in floor mode with uncounted end padding that admits PyTorch's last window.
-            value = ins[0]
-            if ph or pw:
-                pad_amounts = self.ints(f"{n.name}.pads", [0, 0, ph, pw, 0, 0, ph, pw])
-                value = self.op("Pad", [value, pad_amounts], f"{n.name}.padded", f"{n.name}.pad", mode="constant")
-            ends = [max(0, (n.shape[1 + i] - 1) * a["stride"][i] + a["kernel"][i] - shapes[0][1 + i] - 2 * a["padding"][i])
-                    for i in (0, 1)]
-            return self.op(op_type, [value], n.name, n.name, kernel_shape=list(a["kernel"]),
-                           strides=list(a["stride"]), pads=[0, 0, *ends], ceil_mode=0, count_include_pad=0)
-        self.op(op_type, [ins[0]], n.name, n.name, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-                pads=pads, ceil_mode=ceil, **extra)
-
-    def e_maxpool(self, n, ins, shapes):
-        extra = {"dilations": list(n.attrs["dilation"])} if n.attrs["dilation"] != (1, 1) else {}
-        self._pool("MaxPool", n, ins, shapes, extra)
-
-    def e_avgpool(self, n, ins, shapes):
-        self._pool("AveragePool", n, ins, shapes, {"count_include_pad": 1})
-
-    def _adaptive(self, kind, n, ins, shapes):
-        out = n.attrs["output"]
-        grid = shapes[0][1:]
-        if out == (1, 1):
-            return self.op(f"Global{kind}Pool", [ins[0]], n.name, n.name)
-        if grid == out:
-            return self.op("Identity", [ins[0]], n.name, n.name)
-        if all(g % o == 0 for g, o in zip(grid, out)):
-            k = [g // o for g, o in zip(grid, out)]
-            return self.op(f"{'Average' if kind == 'Average' else 'Max'}Pool", [ins[0]], n.name, n.name,
-                           kernel_shape=k, strides=k)
-        # Uneven windows: adaptive pooling is separable, so pool the rows of each output row band, then the
-        # columns of each output column band (PyTorch's windows: floor(i*n/o) .. ceil((i+1)*n/o)).
-        if out[0] + out[1] > MAX_BANDS:
-            raise OnnxExportError(f"adaptive pooling to {out[0]}x{out[1]} from {grid[0]}x{grid[1]} has uneven windows; "
-                                  f"ONNX needs a Slice and a Reduce per output row and column, and cnndsl writes at "
-                                  f"most {MAX_BANDS} of them", n.span,
-                                  "choose an output size that divides the input, or pool to fewer cells")
-        reduce = "ReduceMean" if kind == "Average" else "ReduceMax"
-        value = ins[0]
-        for axis, (size, count) in ((2, (grid[0], out[0])), (3, (grid[1], out[1]))):
-            pieces = []
-            for i in range(count):
-                start, end = adaptive_window(i, size, count)
-                tag = f"{n.name}.a{axis}_{i}"
-                piece = self.op("Slice", [value, self.ints(f"{tag}.start", [start]), self.ints(f"{tag}.end", [end]),
-                                          self.ints(f"{tag}.axis", [axis])], f"{tag}.slice", f"{tag}.slice")
-                pieces.append(self.reduce(reduce, piece, axis, f"{tag}.pool"))
-            value = self.op("Concat", pieces, n.name if axis == 3 else f"{n.name}.rows", f"{n.name}.cat{axis}",
-                            axis=axis)
+    def uses(self, node: Node, leaf: str) -> None:
+        """Count a state-dict entry as used although ONNX does not need it (BN's num_batches_tracked)."""
+        if self.weights is not None:
+            self.used.add(".".join(self.paths[node.name]) + "." + leaf)
 
     def ints(self, name: str, values: list[int]) -> str:
         name = self.fresh(name)
@@ -172,80 +83,10 @@ class _Emitter:
             return self.op(op_type, [value], name, name, axes=[axis], keepdims=1)
         return self.op(op_type, [value, self.ints(f"{name}.axes", [axis])], name, name, keepdims=1)
 
-    def e_adaptive_avgpool(self, n, ins, shapes):
-        self._adaptive("Average", n, ins, shapes)
-
-    def e_adaptive_maxpool(self, n, ins, shapes):
-        self._adaptive("Max", n, ins, shapes)
-
-    def e_bn(self, n, ins, shapes):
-        c = shapes[0][0]
-        scale = self.tensor(n, "weight", (c,), lambda: np.ones(c))
-        bias = self.tensor(n, "bias", (c,), lambda: np.zeros(c))
-        mean = self.tensor(n, "running_mean", (c,), lambda: np.zeros(c))
-        var = self.tensor(n, "running_var", (c,), lambda: np.ones(c))
-        if self.weights is not None:
-            self.used.add(".".join(self.paths[n.name]) + ".num_batches_tracked")
-        self.op("BatchNormalization", [ins[0], scale, bias, mean, var], n.name, n.name,
-                epsilon=float(n.attrs["eps"]), momentum=1.0 - float(n.attrs["momentum"]))
-
-    def e_lrn(self, n, ins, shapes):
-        a = n.attrs
-        self.op("LRN", [ins[0]], n.name, n.name, size=a["size"], alpha=float(a["alpha"]), beta=float(a["beta"]),
-                bias=float(a["k"]))
-
-    def e_dropout(self, n, ins, shapes):
-        ratio = self.const(f"{n.name}.ratio", n.attrs["p"])     # an inference graph: the identity, kept for import
-        self.op("Dropout", [ins[0], ratio], n.name, n.name)
-
-    def e_flatten(self, n, ins, shapes):
-        self.op("Flatten", [ins[0]], n.name, n.name, axis=1)
-
-    def e_softmax(self, n, ins, shapes):
-        self.op("Softmax", [ins[0]], n.name, n.name, axis=1)
-
-    def e_add(self, n, ins, shapes):
-        self.op("Add" if len(ins) == 2 else "Sum", ins, n.name, n.name)
-
-    def e_concat(self, n, ins, shapes):
-        self.op("Concat", ins, n.name, n.name, axis=1)
-
-    def e_relu(self, n, ins, shapes):
-        self.op("Relu", ins[:1], n.name, n.name)
-
-    def e_relu6(self, n, ins, shapes):
-        self.op("Clip", [ins[0], self.const(f"{n.name}.min", 0.0), self.const(f"{n.name}.max", 6.0)], n.name, n.name)
-
-    def e_tanh(self, n, ins, shapes):
-        self.op("Tanh", ins[:1], n.name, n.name)
-
-    def e_sigmoid(self, n, ins, shapes):
-        self.op("Sigmoid", ins[:1], n.name, n.name)
-
-    def e_elu(self, n, ins, shapes):
-        self.op("Elu", ins[:1], n.name, n.name, alpha=float(n.attrs["alpha"]))
-
-    def e_leakyrelu(self, n, ins, shapes):
-        self.op("LeakyRelu", ins[:1], n.name, n.name, alpha=float(n.attrs["slope"]))
-
-    def e_gelu(self, n, ins, shapes):
-        if self.opset >= 20:
-            return self.op("Gelu", ins[:1], n.name, n.name)
-        scaled = self.op("Div", [ins[0], self.const(f"{n.name}.sqrt2", 2.0 ** 0.5)], f"{n.name}.scaled", f"{n.name}.div")
-        erf = self.op("Erf", [scaled], f"{n.name}.erf", f"{n.name}.erf")
-        plus = self.op("Add", [erf, self.const(f"{n.name}.one", 1.0)], f"{n.name}.plus1", f"{n.name}.add")
-        half = self.op("Mul", [ins[0], self.const(f"{n.name}.half", 0.5)], f"{n.name}.halfx", f"{n.name}.mulhalf")
-        self.op("Mul", [half, plus], n.name, n.name)
-
-    def e_silu(self, n, ins, shapes):
-        gate = self.op("Sigmoid", ins[:1], f"{n.name}.gate", f"{n.name}.sigmoid")
-        self.op("Mul", [ins[0], gate], n.name, n.name)
-
-    def e_hardswish(self, n, ins, shapes):
-        if self.opset >= 14:
-            return self.op("HardSwish", ins[:1], n.name, n.name)
-        gate = self.op("HardSigmoid", ins[:1], f"{n.name}.gate", f"{n.name}.hardsigmoid", alpha=1 / 6, beta=0.5)
-        self.op("Mul", [ins[0], gate], n.name, n.name)
+    def emit(self, n: Node, ins: list[str], in_shapes: list[tuple]) -> None:
+        """The node's ONNX nodes, as its op writes them."""
+        self.current = n.name
+        OPS[n.op].onnx(self, n, ins, in_shapes)
 
 
 def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAULT_OPSET, seed: int = 0,
@@ -268,7 +109,7 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
     elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     em = _Emitter(graph, weights, seed, opset, dtype)
     nodes = list(graph.nodes)
-    if logits and nodes[-1].op == "softmax" and len(nodes) > 2:
+    if logits and OPS[nodes[-1].op].logits_tail and len(nodes) > 2:
         nodes = nodes[:-1]
     shapes = {n.name: n.shape for n in nodes}
     for n in nodes[1:]:

@@ -6,7 +6,7 @@ from collections import Counter
 from ..errors import CnnDslError
 from ..ir import Graph, Node
 from ..errors import printable
-from ..ir.ops import ACTIVATIONS
+from ..ir.ops import OPS
 
 
 class NoSpec(CnnDslError):
@@ -15,52 +15,12 @@ class NoSpec(CnnDslError):
     kind = "no equivalent spec"
 
 
-def _pair(v) -> str:
-    return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
-
-
 def _layer(n: Node) -> str:
-    a = n.attrs
-    if n.op == "conv":
-        text = f"conv{_pair(a['kernel'])}-{a['out']}"
-        if a["stride"] != (1, 1):
-            text += f"/{_pair(a['stride'])}"
-        opts = []
-        same = tuple(a["dilation"][i] * (a["kernel"][i] - 1) // 2 for i in (0, 1))
-        if a["padding"] != same:
-            opts.append(f"pad={_pair(a['padding'])}")
-        if a["dilation"] != (1, 1):
-            opts.append(f"dilation={_pair(a['dilation'])}")
-        if a["groups"] != 1:
-            opts.append(f"groups={a['groups']}")
-        opts.append("bias" if a["bias"] else "nobias")
-        return text + f"[{', '.join(opts)}]"
-    if n.op == "fc":
-        return f"fc{a['out']}[{'bias' if a['bias'] else 'nobias'}]"
-    if n.op in ("maxpool", "avgpool"):
-        opts = [f"pad={_pair(a['padding'])}"] if a["padding"] != (0, 0) else []
-        if a["ceil"]:
-            opts.append("ceil")
-        if a.get("dilation", (1, 1)) != (1, 1):
-            opts.append(f"dilation={_pair(a['dilation'])}")
-        return f"{n.op}{_pair(a['kernel'])}/{_pair(a['stride'])}" + (f"[{', '.join(opts)}]" if opts else "")
-    if n.op in ("adaptive_avgpool", "adaptive_maxpool"):
-        if a["output"] == (1, 1):
-            return "gap" if n.op == "adaptive_avgpool" else "gmp"
-        return f"{n.op.replace('_', '')}{_pair(a['output'])}"
-    if n.op == "bn":
-        opts = [f"eps={a['eps']!r}"] if a["eps"] != 1e-5 else []
-        opts += [f"momentum={a['momentum']!r}"] if a["momentum"] != 0.1 else []
-        return "bn" + (f"[{', '.join(opts)}]" if opts else "")
-    if n.op == "lrn":
-        return f"lrn{a['size']}[alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r}]"
-    if n.op == "dropout":
-        return f"dropout[p={a['p']!r}]"
-    if n.op in ACTIVATIONS:
-        return n.op + "".join(f"[{k}={v!r}]" for k, v in a.items())
-    if n.op in ("flatten", "softmax"):
-        return n.op
-    raise NoSpec(f"no spelling for op {n.op}")
+    """The spec text of one node, as its op spells it."""
+    try:
+        return OPS[n.op].spell(n.attrs)
+    except NotImplementedError:
+        raise NoSpec(f"no spelling for op {n.op}") from None
 
 
 def write_spec(graph: Graph) -> str:
@@ -86,25 +46,26 @@ def write_spec(graph: Graph) -> str:
             claimed.add(node)
             n = graph[node]
             path.append(n)
-            node = fork[node] if n.op in ("add", "concat") else n.inputs[0]
+            node = fork[node] if OPS[n.op].merge else n.inputs[0]
         path.reverse()
         items = []
         i = 0
         while i < len(path):
             n = path[i]
-            if n.op in ("add", "concat"):
+            op = OPS[n.op]
+            if op.merge:
                 branches = []
                 for src in n.inputs:
                     body = chain(fork[n.name], src, depth + 1) if src != fork[n.name] else []
                     branches.append(" + ".join(body) if body else "none")
-                items.append(f"{'cat' if n.op == 'concat' else 'add'}({', '.join(branches)})")
-            elif n.op in ("conv", "fc"):
+                items.append(f"{op.merge}({', '.join(branches)})")
+            elif op.weight:
                 # a weight layer with its batch norm and activation, stated explicitly: "conv3-64[nobias] bn relu"
                 text = _layer(n)
-                if i + 1 < len(path) and path[i + 1].op == "bn" and len(users[n.name]) == 1:
+                if i + 1 < len(path) and OPS[path[i + 1].op].fuses_after_weight and len(users[n.name]) == 1:
                     i += 1
                     text += " " + _layer(path[i])
-                if i + 1 < len(path) and path[i + 1].op in ACTIVATIONS and len(users[path[i].name]) == 1:
+                if i + 1 < len(path) and OPS[path[i + 1].op].activation and len(users[path[i].name]) == 1:
                     i += 1
                     text += " " + _layer(path[i])
                 else:

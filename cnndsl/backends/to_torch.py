@@ -1,89 +1,15 @@
-"""PyTorch backend: one builder per op, emitted as readable Python source for an nn.Module."""
+"""PyTorch backend: readable Python source for an nn.Module, each node's module and forward expression
+asked of its op (cnndsl.ir.ops); this file owns the module tree, the tensor discipline and the names."""
 from __future__ import annotations
 
 import keyword
-from typing import Callable, Optional
+from typing import Optional
 
 from ..errors import printable
-from ..ir import Graph, Node
+from ..ir import Graph
 from ..ir.names import module_paths
+from ..ir.ops import OPS
 
-# ------------------------------------------------------ module builders ----
-# Each returns the constructor expression of the node's nn.Module, or None for ops done in forward().
-
-
-def _pair(v) -> str:
-    return str(v[0]) if v[0] == v[1] else f"({v[0]}, {v[1]})"
-
-
-def _conv(n: Node, ins) -> str:
-    a = n.attrs
-    args = [str(ins[0][0]), str(a["out"]), f"kernel_size={_pair(a['kernel'])}"]
-    if a["stride"] != (1, 1):
-        args.append(f"stride={_pair(a['stride'])}")
-    if a["padding"] != (0, 0):
-        args.append(f"padding={_pair(a['padding'])}")
-    if a["dilation"] != (1, 1):
-        args.append(f"dilation={_pair(a['dilation'])}")
-    if a["groups"] != 1:
-        args.append(f"groups={a['groups']}")
-    if not a["bias"]:
-        args.append("bias=False")
-    return f"nn.Conv2d({', '.join(args)})"
-
-
-def _fc(n: Node, ins) -> str:
-    return f"nn.Linear({ins[0][0]}, {n.attrs['out']}{'' if n.attrs['bias'] else ', bias=False'})"
-
-
-def _pool(cls: str) -> Callable:
-    def build(n: Node, ins) -> str:
-        a = n.attrs
-        args = [f"kernel_size={_pair(a['kernel'])}", f"stride={_pair(a['stride'])}"]
-        if a["padding"] != (0, 0):
-            args.append(f"padding={_pair(a['padding'])}")
-        if a.get("dilation", (1, 1)) != (1, 1):
-            args.append(f"dilation={_pair(a['dilation'])}")
-        if a["ceil"]:
-            args.append("ceil_mode=True")
-        return f"nn.{cls}({', '.join(args)})"
-    return build
-
-
-def _bn(n: Node, ins) -> str:
-    cls = "BatchNorm2d" if len(ins[0]) == 3 else "BatchNorm1d"
-    extra = "" if n.attrs["eps"] == 1e-5 else f", eps={n.attrs['eps']!r}"
-    extra += "" if n.attrs["momentum"] == 0.1 else f", momentum={n.attrs['momentum']!r}"
-    return f"nn.{cls}({ins[0][0]}{extra})"
-
-
-def _simple(expr: str) -> Callable:
-    return lambda n, ins: expr
-
-
-BUILDERS: dict[str, Optional[Callable]] = {
-    "conv": _conv, "fc": _fc, "maxpool": _pool("MaxPool2d"), "avgpool": _pool("AvgPool2d"),
-    "adaptive_avgpool": lambda n, ins: f"nn.AdaptiveAvgPool2d({_pair(n.attrs['output'])})",
-    "adaptive_maxpool": lambda n, ins: f"nn.AdaptiveMaxPool2d({_pair(n.attrs['output'])})",
-    "bn": _bn,
-    "lrn": lambda n, ins: (f"nn.LocalResponseNorm({n.attrs['size']}, alpha={n.attrs['alpha']!r}, "
-                           f"beta={n.attrs['beta']!r}, k={n.attrs['k']!r})"),
-    "dropout": lambda n, ins: f"nn.Dropout(p={n.attrs['p']!r})",
-    "flatten": _simple("nn.Flatten()"), "softmax": _simple("nn.Softmax(dim=1)"),
-    "relu": _simple("nn.ReLU({inplace})"), "relu6": _simple("nn.ReLU6({inplace})"),
-    "tanh": _simple("nn.Tanh()"), "sigmoid": _simple("nn.Sigmoid()"),
-    "elu": lambda n, ins: f"nn.ELU(alpha={n.attrs['alpha']!r}{{sep_inplace}})",
-    "leakyrelu": lambda n, ins: f"nn.LeakyReLU({n.attrs['slope']!r}{{sep_inplace}})",
-    "gelu": _simple("nn.GELU()"), "silu": _simple("nn.SiLU({inplace})"),
-    "hardswish": _simple("nn.Hardswish({inplace})"),
-    "add": None, "concat": None, "input": None,
-}
-INPLACE_OPS = {"relu", "relu6", "elu", "leakyrelu", "silu", "hardswish"}
-# Ops whose output is a new tensor that nothing else aliases and that their backward does not need: an
-# activation may overwrite it in place. Left out on purpose: flatten (a view of its input), dropout (the
-# identity in eval mode), softmax and the activations (their backward reads their output).
-FRESH_OUTPUT_OPS = {"conv", "fc", "bn", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "lrn", "add",
-                    "concat"}
 RESERVED_CLASS_NAMES = {"torch", "nn"}
 
 
@@ -115,10 +41,10 @@ def generate_source(graph: Graph, class_name: str = "Net", logits: bool = False,
     if unknown:
         raise KeyError(f"no such nodes: {sorted(unknown)[:5]}")
     nodes = list(graph.nodes)
-    if logits and nodes[-1].op == "softmax" and len(nodes) > 2:
+    if logits and OPS[nodes[-1].op].logits_tail and len(nodes) > 2:
         nodes = nodes[:-1]
     shapes = {n.name: n.shape for n in nodes}
-    ops = {n.name: n.op for n in nodes}
+    ops = {n.name: OPS[n.op] for n in nodes}
     users: dict[str, int] = {n.name: 0 for n in nodes}
     last_use: dict[str, int] = {}
     for i, n in enumerate(nodes):
@@ -129,14 +55,13 @@ def generate_source(graph: Graph, class_name: str = "Net", logits: bool = False,
 
     tree: dict = {}
     for n in nodes[1:]:
-        build = BUILDERS[n.op]
-        if build is None:
-            continue
-        expr = build(n, [shapes[i] for i in n.inputs])
+        # In place only on a fresh tensor nothing else reads: not the caller's input, a view (flatten), an
+        # eval-mode dropout's input, or an output that autograd keeps for the producer's backward.
         src = n.inputs[0]
-        inplace = n.op in INPLACE_OPS and users[src] == 1 and ops[src] in FRESH_OUTPUT_OPS and src not in keep
-        expr = expr.replace("{inplace}", "inplace=True" if inplace else "")
-        expr = expr.replace("{sep_inplace}", ", inplace=True" if inplace else "")
+        inplace = users[src] == 1 and ops[src].fresh_output and src not in keep
+        expr = ops[n.name].torch_module(n.attrs, [shapes[i] for i in n.inputs], inplace)
+        if expr is None:
+            continue
         node = tree
         for part in paths[n.name][:-1]:
             node = node.setdefault(part, {})
@@ -168,12 +93,7 @@ def generate_source(graph: Graph, class_name: str = "Net", logits: bool = False,
     for i, n in enumerate(nodes[1:], start=1):
         v = f"x{i}"
         args = [var[s] for s in n.inputs]
-        if n.op == "add":
-            call = " + ".join(args)
-        elif n.op == "concat":
-            call = f"torch.cat([{', '.join(args)}], 1)"
-        else:
-            call = "self." + ".".join(paths[n.name]) + f"({args[0]})"
+        call = ops[n.name].torch_forward("self." + ".".join(paths[n.name]), args)
         body.append(f"        {v} = {call}  # {_comment(n.name)}: {'x'.join(map(str, n.shape))}")
         var[n.name] = v
         dead = [var[s] for s in dict.fromkeys(n.inputs)

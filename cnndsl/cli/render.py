@@ -48,7 +48,7 @@ def rows(report: Report) -> list[tuple[str, tuple[str, ...]]]:
         params = report.params[n.name]
         macs = report.macs[n.name] * report.batch
         short = n.name[len(stage) + 1:] if n.name.startswith(stage + ".") else n.name
-        out.append(("layer", ("  " + printable(short, 80), OPS[n.op].describe(n.attrs) if n.op in ("conv", "fc") else n.op,
+        out.append(("layer", ("  " + printable(short, 80), OPS[n.op].describe(n.attrs) if OPS[n.op].weight else n.op,
                               "x".join(map(str, n.shape)), f"{params:,}" if params else "",
                               _human(macs) if macs else "", _rf(report.rf[n.name]))))
     t = report.totals

@@ -325,24 +325,24 @@ class _Lowering:
         else:
             op, attrs = cached[0], dict(cached[1])
         p = cur.pending
-        if op == "bn" and p is not None and p.fusable:
-            owner = self.nodes[p.owner]
-            if owner[1] in ("conv", "fc") and owner[3].get("bias_default"):
+        if op != NO_ACTIVATION and OPS[op].fuses_after_weight and p is not None and p.fusable:
+            owner = self.nodes[p.owner]       # batch norm between a weight layer and its activation
+            if OPS[owner[1]].weight and owner[3].get("bias_default"):
                 owner[3]["bias"] = False
-            name = self.fresh("bn", label, label_span)
-            self.emit(name, "bn", (cur.node,), attrs, self.shape_of("bn", attrs, [in_shape], node, span), span,
+            name = self.fresh(OPS[op].kind, label, label_span)
+            self.emit(name, op, (cur.node,), attrs, self.shape_of(op, attrs, [in_shape], node, span), span,
                       label=label)
             return Cursor(name, in_shape, p._replace(fusable=False))
-        if op in ACTIVATIONS or op == NO_ACTIVATION:
+        if op == NO_ACTIVATION or OPS[op].activation:
             if p is not None:
                 cur = Cursor(cur.node, cur.shape, None)   # an explicit activation replaces the default one
             if op == NO_ACTIVATION:
                 return cur
-        elif op == "softmax" and p is not None:
+        elif OPS[op].logits_tail and p is not None:
             cur = Cursor(cur.node, cur.shape, None)       # the layer before softmax outputs logits
         else:
             cur = self.flush(cur)
-        if op == "fc" and len(in_shape) == 3:
+        if OPS[op].needs_vector and len(in_shape) == 3:
             flat = (in_shape[0] * in_shape[1] * in_shape[2],)
             cur = Cursor(self.emit(self.fresh("flatten"), "flatten", (cur.node,), {}, flat, span), flat, None)
             in_shape = flat
@@ -785,7 +785,7 @@ class _Lowering:
                 cur = self.lower(stage, cur)
                 del root.labels[name]
             self.names.add(name)
-        if cur.pending is not None and self.nodes[cur.pending.owner][1] == "fc":
+        if cur.pending is not None and len(self.nodes[cur.pending.owner][4]) == 1:
             cur = Cursor(cur.node, cur.shape, None)   # the classifier outputs logits
         self.flush(cur)
         return self.nodes

@@ -112,7 +112,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
 # ---------------------------------------------------------------- graph --
 
 def classifier(graph: Graph) -> Node:
-    fcs = [n for n in graph.nodes if n.op == "fc"]
+    fcs = [n for n in graph.nodes if OPS[n.op].weight and len(n.shape) == 1]     # fully connected
     if not fcs:
         raise TrainError("the spec has no fc layer to act as the classifier")
     return fcs[-1]

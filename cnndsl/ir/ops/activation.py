@@ -1,0 +1,108 @@
+"""Activations (`relu`, `relu6`, `tanh`, `sigmoid`, `elu[alpha=1]`, `leakyrelu[slope=0.01]`, `gelu`, `silu`,
+`hardswish`), and `none` for a weight layer without one: every facet of each."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .base import LayerArgs, Op, _no_sizes, _options, _real
+
+NO_ACTIVATION = "none"      # the spelling that removes a weight layer's activation
+
+
+class Activation(Op):
+    """An elementwise activation: its PyTorch module and options, and its ONNX nodes per opset."""
+
+    activation = True
+
+    def __init__(self, name: str, torch_class: str, onnx: Callable, options: Optional[dict] = None,
+                 inplace: bool = False, torch_options: Optional[dict] = None):
+        self.name = self.kind = name
+        self.torch_class, self.emit = torch_class, onnx
+        self.defaults = options or {}
+        self.inplace = inplace
+        self.torch_options = torch_options or {}     # spec option -> PyTorch keyword (None: positional)
+
+    def build(self, args: LayerArgs, in_shape: tuple) -> dict:
+        opts = _options(args, {k: k for k in self.defaults})
+        _no_sizes(args, args.word)
+        a = dict(self.defaults)
+        for canon, (written, value) in opts.items():
+            a[canon] = _real(value, f"option:{written}", canon, -1e6, 1e6)
+        return a
+
+    def describe(self, a):
+        return self.name + "".join(f" {k}={v:g}" for k, v in a.items())
+
+    def torch_module(self, a, ins, inplace=False):
+        args = [f"{a[k]!r}" if kw is None else f"{kw}={a[k]!r}" for k, kw in self.torch_options.items()]
+        if inplace and self.inplace:
+            args.append("inplace=True")
+        return f"nn.{self.torch_class}({', '.join(args)})"
+
+    def onnx(self, em, n, ins, shapes):
+        self.emit(em, n, ins[0])
+
+    def spell(self, a):
+        return self.name + "".join(f"[{k}={v!r}]" for k, v in a.items())
+
+
+def _single(op_type: str, **attrs: Callable) -> Callable:
+    def emit(em, n, x):
+        em.op(op_type, [x], n.name, n.name, **{k: f(n.attrs) for k, f in attrs.items()})
+    return emit
+
+
+def _relu6(em, n, x):
+    em.op("Clip", [x, em.const(f"{n.name}.min", 0.0), em.const(f"{n.name}.max", 6.0)], n.name, n.name)
+
+
+def _gelu(em, n, x):
+    if em.opset >= 20:
+        return em.op("Gelu", [x], n.name, n.name)
+    scaled = em.op("Div", [x, em.const(f"{n.name}.sqrt2", 2.0 ** 0.5)], f"{n.name}.scaled", f"{n.name}.div")
+    erf = em.op("Erf", [scaled], f"{n.name}.erf", f"{n.name}.erf")
+    plus = em.op("Add", [erf, em.const(f"{n.name}.one", 1.0)], f"{n.name}.plus1", f"{n.name}.add")
+    half = em.op("Mul", [x, em.const(f"{n.name}.half", 0.5)], f"{n.name}.halfx", f"{n.name}.mulhalf")
+    em.op("Mul", [half, plus], n.name, n.name)
+
+
+def _silu(em, n, x):
+    gate = em.op("Sigmoid", [x], f"{n.name}.gate", f"{n.name}.sigmoid")
+    em.op("Mul", [x, gate], n.name, n.name)
+
+
+def _hardswish(em, n, x):
+    if em.opset >= 14:
+        return em.op("HardSwish", [x], n.name, n.name)
+    gate = em.op("HardSigmoid", [x], f"{n.name}.gate", f"{n.name}.hardsigmoid", alpha=1 / 6, beta=0.5)
+    em.op("Mul", [x, gate], n.name, n.name)
+
+
+ACTIVATIONS = {op.name: op for op in [
+    Activation("relu", "ReLU", _single("Relu"), inplace=True),
+    Activation("relu6", "ReLU6", _relu6, inplace=True),
+    Activation("tanh", "Tanh", _single("Tanh")),
+    Activation("sigmoid", "Sigmoid", _single("Sigmoid")),
+    Activation("elu", "ELU", _single("Elu", alpha=lambda a: float(a["alpha"])), {"alpha": 1.0}, inplace=True,
+               torch_options={"alpha": "alpha"}),
+    Activation("leakyrelu", "LeakyReLU", _single("LeakyRelu", alpha=lambda a: float(a["slope"])), {"slope": 0.01},
+               inplace=True, torch_options={"slope": None}),
+    Activation("gelu", "GELU", _gelu),
+    Activation("silu", "SiLU", _silu, inplace=True),
+    Activation("hardswish", "Hardswish", _hardswish, inplace=True),
+]}
+
+
+def _no_act(args: LayerArgs, in_shape: tuple):
+    _options(args, {})
+    _no_sizes(args, args.word)
+    return NO_ACTIVATION, {}
+
+
+def _using(op: Activation):
+    return lambda args, in_shape: (op.name, op.build(args, in_shape))
+
+
+OPS = list(ACTIVATIONS.values())
+SPELLINGS = {"none": _no_act, "identity": _no_act, "swish": _using(ACTIVATIONS["silu"]),
+             "lrelu": _using(ACTIVATIONS["leakyrelu"]), **{name: _using(op) for name, op in ACTIVATIONS.items()}}

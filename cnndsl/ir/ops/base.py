@@ -1,0 +1,236 @@
+"""What every op module shares: the error an op rule raises, a layer's written arguments, argument checks,
+the window formulas (conv_out, pool_out, sliding_window, adaptive_window) and the Op base class."""
+from __future__ import annotations
+
+from math import gcd, isfinite
+from typing import Any, NamedTuple, Optional
+
+from ... import limits
+
+GLOBAL = "global"   # an RF window that covers the whole input grid (fc, global pooling)
+
+
+class OpError(Exception):
+    """Raised by an op rule; `part` says which piece of the layer text to point at."""
+
+    def __init__(self, message: str, part: str = "word", hint: Optional[str] = None, kind: str = "value"):
+        super().__init__(message)
+        self.message, self.part, self.hint, self.kind = message, part, hint, kind
+
+
+class LayerArgs(NamedTuple):
+    """A layer as written: `word lead-size/stride[options]`, with the expressions evaluated."""
+
+    word: str
+    lead: Any
+    size: Any
+    stride: Any
+    options: dict        # name -> value (True for a bare flag)
+
+
+# ------------------------------------------------------------ helpers ----
+
+def fmt_shape(shape) -> str:
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+# Every range check below is written `not (low <= v <= high)` on a value known to be an int, or a float
+# known to be finite: a NaN fails every comparison, so a check written `v < low or v > high` would pass it.
+
+def _whole(value):
+    """A float that is a whole number as an int (NaN and infinities are not whole numbers)."""
+    if isinstance(value, float) and isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _pair(value, part: str, what: str, low: int = 1, high: int = limits.MAX_KERNEL) -> tuple[int, int]:
+    value = _whole(value)
+    if isinstance(value, bool) or not isinstance(value, (int, tuple)):
+        raise OpError(f"{what} must be a whole number or HxW, got {value!r}", part)
+    pair = (value, value) if isinstance(value, int) else value
+    if len(pair) != 2:
+        raise OpError(f"{what} must be one number or HxW, got {fmt_shape(pair)}", part)
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise OpError(f"{what} must be whole numbers, got {v!r}", part)
+        if not low <= v:
+            raise OpError(f"{what} must be at least {low}, got {v}", part)
+        if not v <= high:
+            raise OpError(f"{what} {v:,} is beyond the limit of {high:,}", part, kind="limit")
+    return pair
+
+
+def _count(value, part: str, what: str, low: int = 1, high: int = limits.MAX_DIM) -> int:
+    value = _whole(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OpError(f"{what} must be a whole number, got {value!r}", part)
+    if not low <= value:
+        raise OpError(f"{what} must be at least {low}, got {value}", part)
+    if not value <= high:
+        raise OpError(f"{what} {value:,} is beyond the limit of {high:,}", part, kind="limit")
+    return value
+
+
+def _real(value, part: str, what: str, low: float, high: float, open_high: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OpError(f"{what} must be a number, got {value!r}", part)
+    bound = f"[{low:g}, {high:g})" if open_high else f"[{low:g}, {high:g}]"
+    if not (isfinite(value) and low <= value <= high) or (open_high and value == high):
+        raise OpError(f"{what} must be in {bound}, got {value}", part)
+    return float(value)
+
+
+def _bool(value, part: str, what: str) -> bool:
+    if value is True or value in ("true", "yes", "on") or value == 1:
+        return True
+    if value is False or value in ("false", "no", "off") or value == 0:
+        return False
+    raise OpError(f"{what} must be true or false, got {value!r}", part)
+
+
+def _options(args: LayerArgs, aliases: dict[str, str]) -> dict:
+    """Map written option names to canonical ones; unknown names get a 'did you mean'."""
+    out = {}
+    for name, value in args.options.items():
+        canon = aliases.get(name)
+        if canon is None:
+            import difflib
+            close = difflib.get_close_matches(name, list(aliases), n=1)
+            hint = (f"did you mean '{close[0]}'? " if close else "") + \
+                f"{args.word} takes: {', '.join(sorted(set(aliases)))}" if aliases else f"{args.word} takes no options"
+            raise OpError(f"unknown option '{name}' for {args.word}", f"option:{name}", hint, kind="name")
+        if canon in out:
+            raise OpError(f"option '{name}' given twice", f"option:{name}", kind="name")
+        out[canon] = (name, value)
+    return out
+
+
+def _no_sizes(args: LayerArgs, example: str) -> None:
+    for part in ("lead", "size", "stride"):
+        if getattr(args, part) is not None:
+            raise OpError(f"{args.word} takes no size", part, f"write it as {example}")
+
+
+def conv_out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    span = n + 2 * p - d * (k - 1) - 1
+    if not ceil:
+        return span // s + 1
+    out = -(-span // s) + 1
+    if (out - 1) * s >= n + p:   # PyTorch: the last window must start inside the input or left padding
+        out -= 1
+    return out
+
+
+def sliding_window(a: dict) -> tuple:
+    """(effective kernel d*(k-1)+1, stride, padding) per axis of a conv or pooling layer."""
+    return tuple((a["dilation"][i] * (a["kernel"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1))
+
+
+def _spatial(ins, what: str) -> tuple[int, int, int]:
+    if len(ins[0]) != 3:
+        raise OpError(f"{what} needs a CxHxW feature map, but its input is a vector of {ins[0][0]:,} features",
+                      "word", "put it before the first fc layer, or drop it", kind="shape")
+    return ins[0]
+
+
+def _check_size(out_h: int, out_w: int, ins, what) -> None:
+    if out_h < 1 or out_w < 1:
+        what = what()
+        raise OpError(f"{what} shrinks the {ins[0][1]}x{ins[0][2]} input to {out_h}x{out_w}: "
+                      "the spatial size collapses below 1", "word",
+                      "use a larger input, less stride or pooling, or padding", kind="shape")
+
+
+# ---------------------------------------------------------------- ops ----
+
+def adaptive_window(i: int, size: int, count: int) -> tuple[int, int]:
+    """PyTorch's i-th adaptive pooling window over `size` cells for `count` outputs: [start, end)."""
+    return (i * size) // count, -(-((i + 1) * size) // count)
+
+
+def widest_adaptive_window(size: int, count: int) -> int:
+    """max(end - start) over adaptive_window(i, size, count) for all i, in O(1).
+
+    Window i spans ceil((r + size) / count) cells, where r = i * size mod count; r runs over the
+    multiples of g = gcd(size, count) below count, so the widest has r = count - g.
+    """
+    return -(-(count - gcd(size, count) + size) // count)
+
+
+class Op:
+    """Everything about one IR op. Subclasses override what differs from a shape-preserving no-param op.
+
+    Facets: `build` (attributes from the surface syntax), `shape`, `params`, `buffers`, `macs`, `window`
+    (the receptive-field window), `describe`, `torch_module`/`torch_forward` (PyTorch source),
+    `onnx` (ONNX nodes through the emitter), `spell` (spec text). Flags tell the passes and backends what
+    kind of op it is, so none of them compares op names.
+    """
+
+    name = "op"
+    kind = "op"            # prefix of automatic node names
+    weight = False         # a weight layer (conv or fc): carries the default activation
+    windowed = False       # has an RF window (see window()); other single-input ops keep their input's field
+    merge = None           # joins several inputs: the spec word of the merge ("add", "cat"), else None
+    activation = False     # an activation: held back after a weight layer, replaced by an explicit one
+    fuses_after_weight = False   # batch norm: sits between a weight layer and its activation
+    logits_tail = False    # softmax: left out where logits are wanted (training, --logits)
+    inplace = False        # its nn.Module takes inplace=True
+    fresh_output = False   # its output is a new tensor, unshared and not needed by its backward
+    flattens = False       # turns a feature map into a vector (the classifier starts here)
+    needs_vector = False   # takes a vector: lowering flattens a feature map before it (fc)
+    slides = False         # a sliding window with kernel, stride and padding attributes (conv, pooling)
+
+    def shape(self, a: dict, ins: list) -> tuple:
+        return ins[0]
+
+    def params(self, a: dict, ins: list) -> int:
+        return 0
+
+    def buffers(self, a: dict, ins: list) -> int:
+        return 0
+
+    def macs(self, a: dict, ins: list, out: tuple) -> int:
+        return 0
+
+    def window(self, a: dict, ins: list):
+        """RF window per axis ((k_eff, stride, pad) for h and w), GLOBAL, or None (pointwise)."""
+        return None
+
+    def starts_classifier(self, a: dict) -> bool:
+        """Whether the classifier starts here (its input's receptive field is what the head sees)."""
+        return self.flattens
+
+    def describe(self, a: dict) -> str:
+        return self.name
+
+    # ------------------------------------------------------------ backends --
+    def torch_module(self, a: dict, ins: list, inplace: bool = False) -> Optional[str]:
+        """The constructor expression of the node's nn.Module, or None for an op done in forward()."""
+        raise NotImplementedError(f"op {self.name} has no PyTorch emission")
+
+    def torch_forward(self, module: str, args: list[str]) -> str:
+        """The forward() expression: by default the node's module applied to its one input."""
+        return f"{module}({args[0]})"
+
+    def onnx(self, em, n, ins: list[str], shapes: list[tuple]) -> None:
+        """Emit the node through the ONNX emitter `em` (cnndsl.backends.to_onnx)."""
+        raise NotImplementedError(f"op {self.name} has no ONNX emission")
+
+    def spell(self, a: dict) -> str:
+        """The spec text of one layer with these attributes (stated explicitly, defaults included)."""
+        raise NotImplementedError(f"op {self.name} has no spec spelling")
+
+
+def torch_pair(v) -> str:
+    """A kernel/stride/padding pair as PyTorch source: `3` or `(3, 1)`."""
+    return str(v[0]) if v[0] == v[1] else f"({v[0]}, {v[1]})"
+
+
+def spec_pair(v) -> str:
+    """A pair as spec text: `3` or `3x1`."""
+    return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"

@@ -1,0 +1,173 @@
+"""Convolution (`convK-C`, `convKHxKW-C/S[...]`, `dwconvK`): every facet of the op."""
+from __future__ import annotations
+
+from math import prod
+
+from .base import (LayerArgs, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
+                   fmt_shape, sliding_window, spec_pair, torch_pair)
+
+
+class Conv(Op):
+    name = kind = "conv"
+    weight = True
+    windowed = True
+    ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",
+               "dilation": "dilation", "dil": "dilation", "d": "dilation", "groups": "groups", "g": "groups",
+               "bias": "bias", "nobias": "nobias", "valid": "valid", "same": "same"}
+
+    def build(self, args: LayerArgs, in_shape: tuple, depthwise: bool = False) -> dict:
+        opts = _options(args, self.ALIASES)
+        if args.lead is None:
+            raise OpError(f"{args.word} needs a kernel size", "word", f"write it as {args.word}3-64")
+        kernel = _pair(args.lead, "lead", "kernel size")
+        if len(in_shape) != 3:
+            raise OpError(f"{args.word} needs a CxHxW feature map, but its input is a vector of "
+                          f"{in_shape[0]:,} features", "word", "put convolutions before the first fc layer",
+                          kind="shape")
+        cin = in_shape[0]
+        if depthwise:
+            out = cin if args.size is None else _count(args.size, "size", "channel count")
+            groups = cin
+        else:
+            if args.size is None:
+                raise OpError(f"{args.word} needs a channel count", "lead",
+                              f"write it as {args.word}{fmt_shape(kernel) if kernel[0] != kernel[1] else kernel[0]}-64")
+            out = _count(args.size, "size", "channel count")
+            groups = 1
+        stride = (1, 1) if args.stride is None else _pair(args.stride, "stride", "stride")
+        dilation = (1, 1)
+        pad = None
+        bias = True
+        for canon, (written, value) in opts.items():
+            part = f"option:{written}"
+            if canon == "stride":
+                if args.stride is not None:
+                    raise OpError("stride given twice (after '/' and as an option)", part, kind="name")
+                stride = _pair(value, part, "stride")
+            elif canon == "dilation":
+                dilation = _pair(value, part, "dilation")
+            elif canon == "groups":
+                if value == "dw" or value == "depthwise":
+                    groups = cin
+                else:
+                    groups = _count(value, part, "groups")
+            elif canon == "bias":
+                bias = _bool(value, part, "bias")
+            elif canon == "nobias":
+                bias = not _bool(value, part, "nobias")
+            elif canon in ("valid", "same"):
+                if pad is not None:
+                    raise OpError("padding given twice", part, kind="name")
+                if value is not True:
+                    raise OpError(f"'{written}' is a flag and takes no value", part)
+                pad = canon
+            elif canon == "pad":
+                if pad is not None:
+                    raise OpError("padding given twice", part, kind="name")
+                pad = value if value in ("same", "valid") else _pair(value, part, "padding", low=0)
+        if pad is None or pad == "same":
+            padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+        elif pad == "valid":
+            padding = (0, 0)
+        else:
+            padding = pad
+        if cin % groups or out % groups:
+            raise OpError(f"groups={groups} must divide both the {cin} input and {out} output channels",
+                          "word", "pick a group count that divides both", kind="shape")
+        return {"out": out, "kernel": kernel, "stride": stride, "padding": padding,
+                "dilation": dilation, "groups": groups, "bias": bias}
+
+    def shape(self, a, ins):
+        c, h, w = _spatial(ins, "conv")
+        if c % a["groups"]:
+            raise OpError(f"groups={a['groups']} does not divide the {c} input channels", kind="shape")
+        oh = conv_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0])
+        ow = conv_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1])
+        _check_size(oh, ow, ins, lambda: f"conv {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
+        return (a["out"], oh, ow)
+
+    def params(self, a, ins):
+        return a["out"] * (ins[0][0] // a["groups"]) * a["kernel"][0] * a["kernel"][1] + (a["out"] if a["bias"] else 0)
+
+    def macs(self, a, ins, out):
+        return prod(out) * (ins[0][0] // a["groups"]) * a["kernel"][0] * a["kernel"][1]
+
+    def window(self, a, ins):
+        return sliding_window(a)
+
+    def describe(self, a):
+        k, s = a["kernel"], a["stride"]
+        text = f"conv {fmt_shape(k) if k[0] != k[1] else f'{k[0]}x{k[0]}'}-{a['out']}"
+        if s != (1, 1):
+            text += f"/{s[0] if s[0] == s[1] else fmt_shape(s)}"
+        extras = []
+        if a["padding"] != tuple(a["dilation"][i] * (k[i] - 1) // 2 for i in (0, 1)):
+            extras.append(f"pad={fmt_shape(a['padding'])}")
+        if a["dilation"] != (1, 1):
+            extras.append(f"d={fmt_shape(a['dilation'])}")
+        if a["groups"] != 1:
+            extras.append(f"g={a['groups']}")
+        return text + (f" [{', '.join(extras)}]" if extras else "")
+
+    # ------------------------------------------------------------ backends --
+    fresh_output = True
+    slides = True
+
+    def torch_module(self, a, ins, inplace=False):
+        args = [str(ins[0][0]), str(a["out"]), f"kernel_size={torch_pair(a['kernel'])}"]
+        if a["stride"] != (1, 1):
+            args.append(f"stride={torch_pair(a['stride'])}")
+        if a["padding"] != (0, 0):
+            args.append(f"padding={torch_pair(a['padding'])}")
+        if a["dilation"] != (1, 1):
+            args.append(f"dilation={torch_pair(a['dilation'])}")
+        if a["groups"] != 1:
+            args.append(f"groups={a['groups']}")
+        if not a["bias"]:
+            args.append("bias=False")
+        return f"nn.Conv2d({', '.join(args)})"
+
+    def onnx(self, em, n, ins, shapes):
+        import numpy as np
+        a = n.attrs
+        cin = shapes[0][0] // a["groups"]
+        kh, kw = a["kernel"]
+        fan_out = a["out"] * kh * kw
+        w = em.tensor(n, "weight", (a["out"], cin, kh, kw),
+                      lambda: em.rng.standard_normal((a["out"], cin, kh, kw), np.float32) * (2.0 / fan_out) ** 0.5)
+        inputs = [ins[0], w]
+        if a["bias"]:
+            inputs.append(em.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
+        ph, pw = a["padding"]
+        em.op("Conv", inputs, n.name, n.name, kernel_shape=[kh, kw], strides=list(a["stride"]),
+              pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["groups"])
+
+    def spell(self, a):
+        text = f"conv{spec_pair(a['kernel'])}-{a['out']}"
+        if a["stride"] != (1, 1):
+            text += f"/{spec_pair(a['stride'])}"
+        opts = []
+        same = tuple(a["dilation"][i] * (a["kernel"][i] - 1) // 2 for i in (0, 1))
+        if a["padding"] != same:
+            opts.append(f"pad={spec_pair(a['padding'])}")
+        if a["dilation"] != (1, 1):
+            opts.append(f"dilation={spec_pair(a['dilation'])}")
+        if a["groups"] != 1:
+            opts.append(f"groups={a['groups']}")
+        opts.append("bias" if a["bias"] else "nobias")
+        return text + f"[{', '.join(opts)}]"
+
+
+CONV = Conv()
+
+
+def _conv(args: LayerArgs, in_shape: tuple):
+    return "conv", CONV.build(args, in_shape)
+
+
+def _dwconv(args: LayerArgs, in_shape: tuple):
+    return "conv", CONV.build(args, in_shape, depthwise=True)
+
+
+OPS = [CONV]
+SPELLINGS = {"conv": _conv, "convolution": _conv, "dwconv": _dwconv, "depthwiseconv": _dwconv}

@@ -1,0 +1,77 @@
+"""Fully connected layers (`fcN`, `FC-N`, `linearN`, `denseN`): every facet of the op."""
+from __future__ import annotations
+
+from .base import GLOBAL, LayerArgs, Op, OpError, _bool, _count, _options, fmt_shape
+
+
+class FC(Op):
+    name = kind = "fc"
+    weight = True
+    windowed = True
+    ALIASES = {"bias": "bias", "nobias": "nobias"}
+
+    def build(self, args: LayerArgs, in_shape: tuple) -> dict:
+        opts = _options(args, self.ALIASES)
+        if args.stride is not None:
+            raise OpError("fc takes no stride", "stride")
+        if args.lead is not None and args.size is not None:
+            raise OpError("fc takes one size: its output width", "size", "write it as fc4096 or FC-4096")
+        width = args.lead if args.lead is not None else args.size
+        if width is None:
+            raise OpError("fc needs an output width", "word", "write it as fc4096 or FC-4096")
+        out = _count(width, "lead" if args.lead is not None else "size", "fc width")
+        bias = True
+        for canon, (written, value) in opts.items():
+            flag = _bool(value, f"option:{written}", canon)
+            bias = flag if canon == "bias" else not flag
+        return {"out": out, "bias": bias}
+
+    def shape(self, a, ins):
+        if len(ins[0]) != 1:  # lowering inserts a flatten; a raw IR must do the same
+            raise OpError(f"fc needs a vector input, got {fmt_shape(ins[0])}", kind="shape")
+        return (a["out"],)
+
+    def params(self, a, ins):
+        return ins[0][0] * a["out"] + (a["out"] if a["bias"] else 0)
+
+    def macs(self, a, ins, out):
+        return ins[0][0] * a["out"]
+
+    def window(self, a, ins):
+        return GLOBAL
+
+    def describe(self, a):
+        return f"fc {a['out']}"
+
+    fresh_output = True
+    needs_vector = True
+
+    def starts_classifier(self, a):
+        return True
+
+    def torch_module(self, a, ins, inplace=False):
+        return f"nn.Linear({ins[0][0]}, {a['out']}{'' if a['bias'] else ', bias=False'})"
+
+    def onnx(self, em, n, ins, shapes):
+        import numpy as np
+        a = n.attrs
+        w = em.tensor(n, "weight", (a["out"], shapes[0][0]),
+                      lambda: em.rng.standard_normal((a["out"], shapes[0][0]), np.float32) * 0.01)
+        inputs = [ins[0], w]
+        if a["bias"]:
+            inputs.append(em.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
+        em.op("Gemm", inputs, n.name, n.name, transB=1)
+
+    def spell(self, a):
+        return f"fc{a['out']}[{'bias' if a['bias'] else 'nobias'}]"
+
+
+FULLY_CONNECTED = FC()
+
+
+def _fc(args: LayerArgs, in_shape: tuple):
+    return "fc", FULLY_CONNECTED.build(args, in_shape)
+
+
+OPS = [FULLY_CONNECTED]
+SPELLINGS = {"fc": _fc, "dense": _fc, "fullyconnected": _fc, "linear": _fc}

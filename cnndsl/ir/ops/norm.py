@@ -1,0 +1,105 @@
+"""Normalisation: batch norm (`bn[eps=1e-5, momentum=0.1]`) and local response normalisation (`lrn5`)."""
+from __future__ import annotations
+
+from .base import LayerArgs, Op, OpError, _count, _no_sizes, _options, _real, _spatial
+
+
+class BatchNorm(Op):
+    name = kind = "bn"
+    fuses_after_weight = True
+    fresh_output = True
+    ALIASES = {"eps": "eps", "momentum": "momentum"}
+
+    def build(self, args: LayerArgs, in_shape: tuple) -> dict:
+        opts = _options(args, self.ALIASES)
+        _no_sizes(args, "bn[eps=1e-5]")
+        a = {"eps": 1e-5, "momentum": 0.1}
+        for canon, (written, value) in opts.items():
+            a[canon] = _real(value, f"option:{written}", canon, 0.0, 1.0)
+        return a
+
+    def params(self, a, ins):
+        return 2 * ins[0][0]
+
+    def buffers(self, a, ins):
+        return 2 * ins[0][0] + 1     # running mean, running var, num_batches_tracked
+
+    def describe(self, a):
+        return "batchnorm"
+
+    def torch_module(self, a, ins, inplace=False):
+        cls = "BatchNorm2d" if len(ins[0]) == 3 else "BatchNorm1d"
+        extra = "" if a["eps"] == 1e-5 else f", eps={a['eps']!r}"
+        extra += "" if a["momentum"] == 0.1 else f", momentum={a['momentum']!r}"
+        return f"nn.{cls}({ins[0][0]}{extra})"
+
+    def onnx(self, em, n, ins, shapes):
+        import numpy as np
+        c = shapes[0][0]
+        scale = em.tensor(n, "weight", (c,), lambda: np.ones(c))
+        bias = em.tensor(n, "bias", (c,), lambda: np.zeros(c))
+        mean = em.tensor(n, "running_mean", (c,), lambda: np.zeros(c))
+        var = em.tensor(n, "running_var", (c,), lambda: np.ones(c))
+        em.uses(n, "num_batches_tracked")      # a buffer ONNX does not need
+        em.op("BatchNormalization", [ins[0], scale, bias, mean, var], n.name, n.name,
+              epsilon=float(n.attrs["eps"]), momentum=1.0 - float(n.attrs["momentum"]))
+
+    def spell(self, a):
+        opts = [f"eps={a['eps']!r}"] if a["eps"] != 1e-5 else []
+        opts += [f"momentum={a['momentum']!r}"] if a["momentum"] != 0.1 else []
+        return "bn" + (f"[{', '.join(opts)}]" if opts else "")
+
+
+class LRN(Op):
+    name = kind = "lrn"
+    fresh_output = True
+    ALIASES = {"size": "size", "n": "size", "alpha": "alpha", "beta": "beta", "k": "k"}
+
+    def build(self, args: LayerArgs, in_shape: tuple) -> dict:
+        opts = _options(args, self.ALIASES)
+        if args.size is not None or args.stride is not None:
+            raise OpError("lrn takes one size: the number of neighbouring channels", "size", "write it as lrn5")
+        a = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}   # Krizhevsky et al. 2012, section 3.3
+        if args.lead is not None:
+            a["size"] = _count(args.lead, "lead", "lrn size", high=4096)
+        for canon, (written, value) in opts.items():
+            part = f"option:{written}"
+            if canon == "size":
+                a["size"] = _count(value, part, "lrn size", high=4096)
+            else:
+                a[canon] = _real(value, part, canon, 0.0, 1e6)
+        _spatial([in_shape], "lrn")
+        return a
+
+    def shape(self, a, ins):
+        _spatial(ins, "lrn")
+        return ins[0]
+
+    def describe(self, a):
+        return f"lrn {a['size']}"
+
+    def torch_module(self, a, ins, inplace=False):
+        return f"nn.LocalResponseNorm({a['size']}, alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r})"
+
+    def onnx(self, em, n, ins, shapes):
+        a = n.attrs
+        em.op("LRN", [ins[0]], n.name, n.name, size=a["size"], alpha=float(a["alpha"]), beta=float(a["beta"]),
+              bias=float(a["k"]))
+
+    def spell(self, a):
+        return f"lrn{a['size']}[alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r}]"
+
+
+BATCH_NORM, LOCAL_RESPONSE_NORM = BatchNorm(), LRN()
+
+
+def _bn(args: LayerArgs, in_shape: tuple):
+    return "bn", BATCH_NORM.build(args, in_shape)
+
+
+def _lrn(args: LayerArgs, in_shape: tuple):
+    return "lrn", LOCAL_RESPONSE_NORM.build(args, in_shape)
+
+
+OPS = [BATCH_NORM, LOCAL_RESPONSE_NORM]
+SPELLINGS = {"bn": _bn, "batchnorm": _bn, "lrn": _lrn}

@@ -1,0 +1,215 @@
+"""Pooling: max and average (`maxpool3/2[pad=1, ceil]`), adaptive (`adaptiveavgpool7`) and global (`gap`,
+`gmp`): every facet of the ops."""
+from __future__ import annotations
+
+from ... import limits
+from ...errors import OnnxExportError
+from .base import (GLOBAL, LayerArgs, Op, OpError, _bool, _check_size, _no_sizes, _options, _pair, _spatial,
+                   adaptive_window, fmt_shape, pool_out, sliding_window, spec_pair, torch_pair,
+                   widest_adaptive_window)
+
+
+class Pool(Op):
+    """Max or average pooling with a kernel, stride, padding and ceil mode."""
+
+    ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",
+               "ceil": "ceil", "dilation": "dilation", "d": "dilation"}
+    windowed = True
+    fresh_output = True
+    slides = True
+
+    def __init__(self, name: str, torch_class: str, onnx_type: str):
+        self.name = self.kind = name
+        self.torch_class, self.onnx_type = torch_class, onnx_type
+
+    def build(self, args: LayerArgs, in_shape: tuple) -> dict:
+        opts = _options(args, self.ALIASES)
+        if args.size is not None:
+            raise OpError(f"{args.word} takes a kernel and a stride, not a channel count", "size",
+                          f"write it as {args.word}3/2")
+        kernel = (2, 2) if args.lead is None else _pair(args.lead, "lead", "pool size")
+        stride = kernel if args.stride is None else _pair(args.stride, "stride", "stride")
+        padding, ceil, dilation = (0, 0), False, (1, 1)
+        for canon, (written, value) in opts.items():
+            part = f"option:{written}"
+            if canon == "stride":
+                if args.stride is not None:
+                    raise OpError("stride given twice (after '/' and as an option)", part, kind="name")
+                stride = _pair(value, part, "stride")
+            elif canon == "pad":
+                padding = (0, 0) if value == "valid" else _pair(value, part, "padding", low=0)
+            elif canon == "ceil":
+                ceil = _bool(value, part, "ceil")
+            elif canon == "dilation":
+                if self.name != "maxpool":
+                    raise OpError("only max pooling takes a dilation", part)
+                dilation = _pair(value, part, "dilation")
+        for i in (0, 1):
+            if padding[i] * 2 > kernel[i]:
+                raise OpError(f"pool padding {padding[i]} is more than half the kernel {kernel[i]}",
+                              "word", "padding may be at most half the pool size")
+        return {"kernel": kernel, "stride": stride, "padding": padding, "ceil": ceil, "dilation": dilation}
+
+    def shape(self, a, ins):
+        c, h, w = _spatial(ins, self.name)
+        oh = pool_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0], a["ceil"])
+        ow = pool_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1], a["ceil"])
+        _check_size(oh, ow, ins, lambda: f"{self.name} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
+        return (c, oh, ow)
+
+    def window(self, a, ins):
+        return sliding_window(a)
+
+    def describe(self, a):
+        k, s = a["kernel"], a["stride"]
+        text = f"{self.name} {fmt_shape(k)}/{s[0] if s[0] == s[1] else fmt_shape(s)}"
+        extras = [f"pad={fmt_shape(a['padding'])}"] if a["padding"] != (0, 0) else []
+        if a["ceil"]:
+            extras.append("ceil")
+        return text + (f" [{', '.join(extras)}]" if extras else "")
+
+    def torch_module(self, a, ins, inplace=False):
+        args = [f"kernel_size={torch_pair(a['kernel'])}", f"stride={torch_pair(a['stride'])}"]
+        if a["padding"] != (0, 0):
+            args.append(f"padding={torch_pair(a['padding'])}")
+        if a.get("dilation", (1, 1)) != (1, 1):
+            args.append(f"dilation={torch_pair(a['dilation'])}")
+        if a["ceil"]:
+            args.append("ceil_mode=True")
+        return f"nn.{self.torch_class}({', '.join(args)})"
+
+    def onnx(self, em, n, ins, shapes):
+        a = n.attrs
+        ph, pw = a["padding"]
+        pads, ceil = [ph, pw, ph, pw], int(a["ceil"])
+        extra = {"dilations": list(a["dilation"])} if a["dilation"] != (1, 1) else {}
+        if self.onnx_type == "AveragePool":
+            extra["count_include_pad"] = 1
+        if ceil and self.onnx_type == "MaxPool":
+            # ONNX's ceil mode keeps a last window that starts in the end padding, PyTorch's drops it; pad
+            # the end explicitly so floor mode yields exactly PyTorch's windows (-inf padding changes nothing).
+            ceil = 0
+            for i, (keff, stride, _) in enumerate(sliding_window(a)):
+                pads[2 + i] = max(0, (n.shape[1 + i] - 1) * stride + keff - shapes[0][1 + i] - pads[i])
+        elif ceil:
+            # Average pooling: PyTorch divides by the window clipped to the padded input. Pad with zeros
+            # explicitly, then pool in floor mode with uncounted end padding that admits PyTorch's last window.
+            value = ins[0]
+            if ph or pw:
+                pad_amounts = em.ints(f"{n.name}.pads", [0, 0, ph, pw, 0, 0, ph, pw])
+                value = em.op("Pad", [value, pad_amounts], f"{n.name}.padded", f"{n.name}.pad", mode="constant")
+            ends = [max(0, (n.shape[1 + i] - 1) * a["stride"][i] + a["kernel"][i] - shapes[0][1 + i]
+                        - 2 * a["padding"][i]) for i in (0, 1)]
+            return em.op(self.onnx_type, [value], n.name, n.name, kernel_shape=list(a["kernel"]),
+                         strides=list(a["stride"]), pads=[0, 0, *ends], ceil_mode=0, count_include_pad=0)
+        em.op(self.onnx_type, [ins[0]], n.name, n.name, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+              pads=pads, ceil_mode=ceil, **extra)
+
+    def spell(self, a):
+        opts = [f"pad={spec_pair(a['padding'])}"] if a["padding"] != (0, 0) else []
+        if a["ceil"]:
+            opts.append("ceil")
+        if a.get("dilation", (1, 1)) != (1, 1):
+            opts.append(f"dilation={spec_pair(a['dilation'])}")
+        return f"{self.name}{spec_pair(a['kernel'])}/{spec_pair(a['stride'])}" + (f"[{', '.join(opts)}]" if opts else "")
+
+
+class AdaptivePool(Op):
+    """Adaptive (and, with output 1x1, global) average or max pooling."""
+
+    windowed = True
+    fresh_output = True
+
+    def __init__(self, name: str, torch_class: str, onnx_kind: str, global_word: str):
+        self.name = name
+        self.kind = name.replace("adaptive_", "")
+        self.torch_class, self.onnx_kind, self.global_word = torch_class, onnx_kind, global_word
+
+    def build(self, args: LayerArgs, in_shape: tuple, global_: bool = False) -> dict:
+        _options(args, {})
+        if global_:
+            _no_sizes(args, args.word)
+            return {"output": (1, 1)}
+        if args.size is not None or args.stride is not None:
+            raise OpError(f"{args.word} takes one output size", "size", f"write it as {args.word}7 or {args.word}6x6")
+        if args.lead is None:
+            raise OpError(f"{args.word} needs an output size", "word", f"write it as {args.word}7")
+        return {"output": _pair(args.lead, "lead", "output size", high=limits.MAX_DIM)}
+
+    def shape(self, a, ins):
+        c, _, _ = _spatial(ins, self.name)
+        return (c,) + tuple(a["output"])
+
+    def window(self, a, ins):
+        if a["output"] == (1, 1):
+            return GLOBAL
+        return tuple((widest_adaptive_window(n, o), max(1, n // o), 0) for n, o in zip(ins[0][1:], a["output"]))
+
+    def describe(self, a):
+        if a["output"] == (1, 1):
+            return "global " + self.kind
+        return f"{self.name} ->{fmt_shape(a['output'])}"
+
+    def starts_classifier(self, a):
+        return a["output"] == (1, 1)
+
+    def torch_module(self, a, ins, inplace=False):
+        return f"nn.{self.torch_class}({torch_pair(a['output'])})"
+
+    def onnx(self, em, n, ins, shapes):
+        out = n.attrs["output"]
+        grid = shapes[0][1:]
+        kind = self.onnx_kind
+        if out == (1, 1):
+            return em.op(f"Global{kind}Pool", [ins[0]], n.name, n.name)
+        if grid == out:
+            return em.op("Identity", [ins[0]], n.name, n.name)
+        if all(g % o == 0 for g, o in zip(grid, out)):
+            k = [g // o for g, o in zip(grid, out)]
+            return em.op(f"{kind}Pool", [ins[0]], n.name, n.name, kernel_shape=k, strides=k)
+        # Uneven windows: adaptive pooling is separable, so pool the rows of each output row band, then the
+        # columns of each output column band (PyTorch's windows: floor(i*n/o) .. ceil((i+1)*n/o)).
+        if out[0] + out[1] > limits.MAX_ONNX_BANDS:
+            raise OnnxExportError(f"adaptive pooling to {out[0]}x{out[1]} from {grid[0]}x{grid[1]} has uneven "
+                                  f"windows; ONNX needs a Slice and a Reduce per output row and column, and cnndsl "
+                                  f"writes at most {limits.MAX_ONNX_BANDS} of them", n.span,
+                                  "choose an output size that divides the input, or pool to fewer cells")
+        reduce = "ReduceMean" if kind == "Average" else "ReduceMax"
+        value = ins[0]
+        for axis, (size, count) in ((2, (grid[0], out[0])), (3, (grid[1], out[1]))):
+            pieces = []
+            for i in range(count):
+                start, end = adaptive_window(i, size, count)
+                tag = f"{n.name}.a{axis}_{i}"
+                piece = em.op("Slice", [value, em.ints(f"{tag}.start", [start]), em.ints(f"{tag}.end", [end]),
+                                        em.ints(f"{tag}.axis", [axis])], f"{tag}.slice", f"{tag}.slice")
+                pieces.append(em.reduce(reduce, piece, axis, f"{tag}.pool"))
+            value = em.op("Concat", pieces, n.name if axis == 3 else f"{n.name}.rows", f"{n.name}.cat{axis}",
+                          axis=axis)
+
+    def spell(self, a):
+        if a["output"] == (1, 1):
+            return self.global_word
+        return f"{self.name.replace('_', '')}{spec_pair(a['output'])}"
+
+
+MAXPOOL, AVGPOOL = Pool("maxpool", "MaxPool2d", "MaxPool"), Pool("avgpool", "AvgPool2d", "AveragePool")
+ADAPTIVE_AVG = AdaptivePool("adaptive_avgpool", "AdaptiveAvgPool2d", "Average", "gap")
+ADAPTIVE_MAX = AdaptivePool("adaptive_maxpool", "AdaptiveMaxPool2d", "Max", "gmp")
+
+
+def _using(op, **extra):
+    def build(args: LayerArgs, in_shape: tuple):
+        return op.name, op.build(args, in_shape, **extra)
+    return build
+
+
+OPS = [MAXPOOL, AVGPOOL, ADAPTIVE_AVG, ADAPTIVE_MAX]
+SPELLINGS = {
+    "maxpool": _using(MAXPOOL), "avgpool": _using(AVGPOOL), "averagepool": _using(AVGPOOL),
+    "adaptiveavgpool": _using(ADAPTIVE_AVG), "adaptivepool": _using(ADAPTIVE_AVG),
+    "adaptivemaxpool": _using(ADAPTIVE_MAX),
+    "gap": _using(ADAPTIVE_AVG, global_=True), "globalavgpool": _using(ADAPTIVE_AVG, global_=True),
+    "globalaveragepool": _using(ADAPTIVE_AVG, global_=True),
+    "gmp": _using(ADAPTIVE_MAX, global_=True), "globalmaxpool": _using(ADAPTIVE_MAX, global_=True),
+}
