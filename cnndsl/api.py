@@ -49,12 +49,14 @@ def compile(path: Union[str, Path], *, input_shape: Optional[tuple[int, int, int
 
     Relative paths are relative to the working folder. Spec text is compiled by `compile_text`.
     """
-    from .frontend.source import read_spec
+    from .files import open_regular
+    from .frontend.source import decode_spec, read_bounded
     if not isinstance(path, (str, Path)):
         raise TypeError(f"compile takes the path of a spec file, not a {type(path).__name__}")
     name = str(path)
     try:
-        text = read_spec(path)
+        with open_regular(path) as f:
+            text = decode_spec(read_bounded(f, name), name)
     except OSError as e:
         looks_like_text = isinstance(path, str) and ("\n" in name or not name.endswith(".cnn"))
         hint = ("this looks like spec text: call cnndsl.compile_text(text) for text"

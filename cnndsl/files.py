@@ -2,20 +2,57 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import tempfile
+
+
+def output_target(path: str) -> str:
+    """The file an output to `path` replaces: a symlink's target (the link stays), else `path` itself.
+
+    A target that exists and is not a regular file (a device such as /dev/null, a pipe, a folder) is
+    refused: renaming over it would replace it, and writing into it is not an atomic output.
+    """
+    if not path:
+        raise OSError(errno.ENOENT, "no file name given")
+    target = os.path.realpath(path)
+    if not os.path.isdir(os.path.dirname(target)):
+        raise OSError(errno.ENOENT, "its folder does not exist")
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a device, pipe or folder); give a file name")
+    return target
+
+
+def _mode_for(target: str) -> int:
+    """The permissions an output gets: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 @contextlib.contextmanager
 def atomic_path(path: str):
-    """Yield a temporary path in the target's folder; on success it is renamed over `path`, else removed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".cnndsl-", suffix=".tmp")
+    """Yield a temporary path beside the output; on success it is renamed over it, else removed.
+
+    The output is `path`, or the file a symlink at `path` points to; special files are refused
+    (output_target). The new file keeps the replaced file's permissions (or the umask's).
+    """
+    target = output_target(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".cnndsl-", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
-        os.replace(tmp, path)
+        os.chmod(tmp, _mode_for(target))
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -23,9 +60,25 @@ def atomic_path(path: str):
 
 
 @contextlib.contextmanager
+def open_regular(path: str):
+    """Open a file for reading only if it is a regular file: a pipe or device would block or never end."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            yield f
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.contextmanager
 def atomic_folder(path: str):
     """Yield a temporary folder beside `path` for an output made of several files; the caller renames them."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(output_target(path))
     tmp = tempfile.mkdtemp(dir=folder, prefix=".cnndsl-", suffix=".tmp")
     try:
         yield tmp

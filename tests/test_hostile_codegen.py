@@ -433,3 +433,35 @@ def test_backends_refuse_to_allocate_absurd_networks(cli, tmp_path):
         assert result.exit_code == 1 and "more than cnndsl builds" in result.output and "s.cnn:2:1" in result.output
     with pytest.raises(cnndsl.LimitError):
         cnndsl.to_torch(cnndsl.compile(str(spec)))
+
+
+def test_outputs_never_replace_special_files_and_follow_links(cli, tmp_path):
+    """-o /dev/null, a pipe or a folder is refused (renaming over it would replace it); a symlink's target is
+    written (the link stays); an output keeps the permissions of the file it replaces; a failed build leaves
+    neither of its files."""
+    spec = tmp_path / "s.cnn"
+    spec.write_text("input 8x8x1\nconv3-4 | gap | fc3\n")
+    os.mkfifo(tmp_path / "pipe.py")
+    (tmp_path / "dir.py").mkdir()
+    for target in ("/dev/null", str(tmp_path / "pipe.py"), str(tmp_path / "dir.py"), ""):
+        result = cli("build", str(spec), "-o", target)
+        assert result.exit_code in (1, 2) and "internal" not in result.output, result.output
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    real = tmp_path / "real.py"
+    real.write_text("old")
+    real.chmod(0o640)
+    (tmp_path / "link.py").symlink_to(real)
+    assert cli("build", str(spec), "-o", str(tmp_path / "link.py")).exit_code == 0
+    assert (tmp_path / "link.py").is_symlink() and "class Net" in real.read_text()
+    assert (real.stat().st_mode & 0o777) == 0o640
+    result = cli("build", str(spec), "-o", str(tmp_path / "w1.py"), "--weights", str(tmp_path / "nodir" / "w.pt"))
+    assert result.exit_code == 1 and not (tmp_path / "w1.py").exists()
+
+
+def test_a_pipe_as_a_spec_is_refused_not_waited_on(cli, tmp_path):
+    os.mkfifo(tmp_path / "f.cnn")
+    for command in ("check", "fmt", "analyze"):
+        result = cli(command, str(tmp_path / "f.cnn"))
+        assert result.exit_code in (1, 2) and "not a regular file" in result.output
+    with pytest.raises(cnndsl.SpecFileError, match="not a regular file"):
+        cnndsl.compile(tmp_path / "f.cnn")

@@ -63,11 +63,13 @@ def _load(path: str, input_shape=None):
 
 def _read_text(path: str) -> tuple[str, str]:
     """A spec's text and the name diagnostics use; '-' is standard input. Size-checked before reading."""
-    from ..frontend.source import decode_spec, read_bounded, read_spec
+    from ..files import open_regular
+    from ..frontend.source import decode_spec, read_bounded
     if path == "-":
         return decode_spec(read_bounded(sys.stdin.buffer, "<stdin>"), "<stdin>"), "<stdin>"
     try:
-        return read_spec(path), path
+        with open_regular(path) as f:      # a pipe or device as a spec would block or never end
+            return decode_spec(read_bounded(f, path), path), path
     except OSError as e:
         raise click.FileError(printable(path), hint=e.strerror or str(e)) from None
 

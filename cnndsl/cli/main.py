@@ -93,20 +93,26 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
         check_class_name(class_name)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--class-name") from None
-    _write_atomic(output, generate_source(graph, class_name=class_name, logits=logits).encode())
+    source = generate_source(graph, class_name=class_name, logits=logits).encode()
     message = f"wrote {printable(output)} (class {class_name}, {len(graph.nodes) - 1} layers)"
-    if weights:
+    state = None
+    if weights:      # everything is made before the first file is written: a failure leaves neither
         import io
 
         import torch
 
         from ..backends.to_torch import to_torch
+        from ..files import output_target
+        _guard_output(weights, lambda: output_target(weights))
         torch.manual_seed(seed)
         model = to_torch(graph, class_name=class_name, logits=logits)
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
-        _write_atomic(weights, buf.getvalue())
+        state = buf.getvalue()
         message += f" and {printable(weights)} ({sum(p.numel() for p in model.parameters()):,} parameters)"
+    _write_atomic(output, source)
+    if state is not None:
+        _write_atomic(weights, state)
     click.echo(message, err=True)
 
 
@@ -127,7 +133,7 @@ def import_model(model, input_shape):
 @_guard
 def ir(spec, input_shape):
     """Print the lowered IR of SPEC, one node per line."""
-    click.echo(_load(spec, _input_shape(input_shape)).dump())
+    click.echo("\n".join(printable(line, 100_000) for line in _load(spec, _input_shape(input_shape)).dump().split("\n")))
 
 
 from . import run as _run, train as _train  # noqa: E402,F401  (register their commands)
