@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from math import prod
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from ..ir import Graph
 from ..ir.ops import GLOBAL, OPS, fmt_shape
@@ -103,15 +103,22 @@ def peak_activation_bytes(g: Graph, batch: int = 1, dtype: str = "float32",
 
 
 class RF(NamedTuple):
-    """Receptive field per axis (h, w): size, effective stride (jump), effective padding; grid under it."""
+    """Receptive field per axis (h, w): size, effective stride (jump), effective padding; grid under it.
+
+    `uniform` is False where the units do not form one grid (after uneven or enlarging adaptive pooling, or
+    a merge of inputs with different jumps): `size` is then the largest unit's field, and Report.rf_box gives
+    each unit's exact bounds.
+    """
 
     size: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     grid: tuple[int, int]       # spatial size of the feature map this field belongs to
+    uniform: bool = True
 
     def to_dict(self) -> dict:
-        return {"size": list(self.size), "stride": list(self.stride), "padding": list(self.padding)}
+        return {"size": list(self.size), "stride": list(self.stride), "padding": list(self.padding),
+                "uniform": self.uniform}
 
 
 class Misalignment(NamedTuple):
@@ -149,6 +156,93 @@ def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
         rf[n.name] = RF((rh + (kh - 1) * jh, rw + (kw - 1) * jw), (jh * sh, jw * sw), (qh + ph * jh, qw + pw * jw),
                         grid)
     return rf, bad
+
+
+def unit_fields(g: Graph) -> dict[str, tuple[tuple[list, list], tuple[list, list]]]:
+    """The exact field of every unit, per axis: node -> ((lo, hi) over rows, (lo, hi) over columns), where
+    lo[i]..hi[i] are the inclusive input-image rows (columns) that unit row (column) i depends on.
+
+    Fields are separable (every op acts on rows and columns independently), so two lists per axis describe
+    every unit. Walked forward in graph order: a window's unit takes the lowest `lo` and highest `hi` of the
+    cells it reads (fields grow monotonically with the index), padding cells of a feature map hold no
+    input, and the image's own padding extends the bounds past its edges (bounds before clipping to the
+    image). A vector (after flatten, fc or global pooling) has one unit per axis covering all of its input.
+    """
+    fields: dict = {}
+    for n in g.nodes:
+        if not n.inputs:
+            _, h, w = n.shape if len(n.shape) == 3 else (n.shape[0], 1, 1)
+            fields[n.name] = ((list(range(h)), list(range(h))), (list(range(w)), list(range(w))))
+            continue
+        srcs = [g[i] for i in n.inputs]
+        if len(srcs) > 1:          # a merge: the union of its inputs' fields, unit by unit
+            axes = []
+            for axis in (0, 1):
+                lo = [min(vals) for vals in zip(*(fields[s.name][axis][0] for s in srcs))]
+                hi = [max(vals) for vals in zip(*(fields[s.name][axis][1] for s in srcs))]
+                axes.append((lo, hi))
+            fields[n.name] = tuple(axes)
+            continue
+        src = srcs[0]
+        image = not src.inputs
+        (lh, hh), (lw, hw) = fields[src.name]
+        spans = OPS[n.op].unit_spans(n.attrs, src.shape, n.shape)
+        if spans is None:          # pointwise: the same field
+            fields[n.name] = fields[src.name]
+            continue
+        axes = []
+        for (lo_in, hi_in), cells in zip(((lh, hh), (lw, hw)), spans):
+            last = len(lo_in) - 1
+            lo, hi = [], []
+            for first, final, step in cells:    # unit i reads first, first+step, ..., final (maybe padding)
+                a = first if first >= 0 else first + -(first // step) * step      # the first and last real cells
+                b = final if final <= last else final - -(-(final - last) // step) * step
+                if a > b:                   # a window wholly in the padding reads nothing: keep its nearest cell
+                    a = b = min(max(first, 0), last)
+                if image:   # bounds may reach into the image's padding, unless a dilated kernel steps past it
+                    lo.append(first if a == 0 else a)
+                    hi.append(final if b == last else b)
+                else:       # a feature map's padding holds no input
+                    lo.append(lo_in[a])
+                    hi.append(hi_in[b])
+            axes.append((lo, hi))
+        fields[n.name] = tuple(axes)
+    return fields
+
+
+def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) -> tuple[dict[str, RF], Optional[dict]]:
+    """The receptive-field table made exact where its units are not one grid.
+
+    Layers whose windows are uneven or enlarging (adaptive pooling: `op.irregular`) and merges of inputs with
+    different jumps make the field differ from unit to unit; from there on, the formula's one field per layer
+    is replaced by the exact fields of unit_fields: `size` the largest unit's field, `padding` how far the
+    first unit's field starts before the image, `uniform` whether the units still form one grid. Returns the
+    table and the unit fields (None when every layer is a grid, which costs nothing to find out).
+    """
+    odd = {m.node for m in misaligned}
+    for n in g.nodes:
+        if n.inputs and OPS[n.op].irregular(n.attrs, g[n.inputs[0]].shape):
+            odd.add(n.name)
+    if not odd:
+        return rf, None
+    fields = unit_fields(g)
+    after = set(odd)
+    out = dict(rf)
+    for n in g.nodes:
+        if n.name not in after and not any(i in after for i in n.inputs):
+            continue
+        after.add(n.name)
+        size, pad, jump, grid_like = [], [], [], True
+        for axis, (lo, hi) in enumerate(fields[n.name]):
+            widths = {b - a for a, b in zip(lo, hi)}
+            steps = {b - a for a, b in zip(lo, lo[1:])} | {b - a for a, b in zip(hi, hi[1:])}
+            grid_like = grid_like and len(widths) == 1 and len(steps) <= 1
+            size.append(max(widths) + 1)
+            pad.append(-lo[0])
+            jump.append(max(steps) if steps else out[n.name].stride[axis])
+        out[n.name] = out[n.name]._replace(size=tuple(size), stride=tuple(jump), padding=tuple(pad),
+                                           uniform=grid_like)
+    return out, fields
 
 
 def _merge(name: str, ins: list[RF], bad: list[Misalignment]) -> RF:

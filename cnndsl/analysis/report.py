@@ -21,7 +21,8 @@ class Report:
         self.graph, self.batch, self.dtype = graph, batch, dtype
         self.params, self.buffers, self.macs = passes.counts(graph)
         self.activations = passes.activation_bytes(graph, batch, dtype)
-        self.rf, misaligned = passes.receptive_fields(graph)
+        rf, misaligned = passes.receptive_fields(graph)
+        self.rf, self._fields = passes.exact_fields(graph, rf, misaligned)
         self.warnings = passes.warnings(graph, self.params, self.rf, misaligned)
         size = passes.DTYPE_BYTES[dtype]
         total_params = sum(self.params.values())
@@ -39,6 +40,17 @@ class Report:
             "activation_bytes": sum(self.activations.values()),
             "peak_activation_bytes": passes.peak_activation_bytes(graph, sizes=self.activations),
         }
+
+    def rf_box(self, name: str, y: int = 0, x: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The input pixels unit (y, x) of node `name` depends on: ((top, bottom), (left, right)), inclusive,
+        before clipping to the image (a field may reach into the image's padding). Exact for every unit,
+        including uneven and enlarging adaptive pooling; for a vector node (y, x) is (0, 0)."""
+        if self._fields is None:
+            self._fields = passes.unit_fields(self.graph)
+        (lo_h, hi_h), (lo_w, hi_w) = self._fields[name]
+        if not (0 <= y < len(lo_h) and 0 <= x < len(lo_w)):
+            raise IndexError(f"node {name!r} has {len(lo_h)}x{len(lo_w)} units; ({y}, {x}) is outside")
+        return (lo_h[y], hi_h[y]), (lo_w[x], hi_w[x])
 
     def layer(self, name: str) -> dict[str, Any]:
         n = self.graph[name]

@@ -78,6 +78,14 @@ def _real(value, part: str, what: str, low: float, high: float, open_high: bool 
     bound = f"[{low:g}, {high:g})" if open_high else f"[{low:g}, {high:g}]"
     if not (isfinite(value) and low <= value <= high) or (open_high and value == high):
         raise OpError(f"{what} must be in {bound}, got {value}", part)
+    # PyTorch and ONNX keep the option as float32: it must stay finite, non-zero if non-zero, and in range
+    trouble = limits.float32_trouble(value)
+    if trouble:
+        raise OpError(f"{what} {trouble}", part, "PyTorch and ONNX keep this option as a float32")
+    rounded = limits.float32(value)
+    if not low <= rounded <= high or (open_high and rounded == high):
+        raise OpError(f"{what} {value!r} becomes {rounded!r} in float32, outside {bound}", part,
+                      "PyTorch and ONNX keep this option as a float32; write a value further inside the range")
     return float(value)
 
 
@@ -201,6 +209,25 @@ class Op:
         """RF window per axis ((k_eff, stride, pad) for h and w), GLOBAL, or None (pointwise)."""
         return None
 
+    def unit_spans(self, a: dict, in_shape: tuple, out_shape: tuple):
+        """The input cells each output unit reads, per axis: ([(first, last, step) per unit row], [... per
+        column]): cells first, first+step, ..., last (a dilated kernel skips cells), indices that may pass the
+        map's edges into its padding; None for a pointwise op (unit i reads cell i).
+        Exact for every unit, also where the units are not one grid (see cnndsl.analysis.passes.unit_fields).
+        """
+        if not self.windowed:
+            return None
+        win = self.window(a, [in_shape]) if len(in_shape) == 3 and len(out_shape) == 3 else GLOBAL
+        if win == GLOBAL:
+            return whole_map(in_shape)
+        dilation = a.get("dilation", (1, 1))
+        return tuple([(u * s - p, u * s - p + k - 1, d) for u in range(n)]
+                     for (k, s, p), n, d in zip(win, out_shape[1:], dilation))
+
+    def irregular(self, a: dict, in_shape: tuple) -> bool:
+        """Whether this layer's units are not one grid of equal windows (see unit_spans)."""
+        return False
+
     def starts_classifier(self, a: dict) -> bool:
         """Whether the classifier starts here (its input's receptive field is what the head sees)."""
         return self.flattens
@@ -224,6 +251,12 @@ class Op:
     def spell(self, a: dict) -> str:
         """The spec text of one layer with these attributes (stated explicitly, defaults included)."""
         raise NotImplementedError(f"op {self.name} has no spec spelling")
+
+
+def whole_map(shape: tuple):
+    """unit_spans of one unit that reads a whole feature map (or a whole vector: its one cell per axis)."""
+    h, w = shape[1:] if len(shape) == 3 else (1, 1)
+    return [(0, h - 1, 1)], [(0, w - 1, 1)]
 
 
 def torch_pair(v) -> str:

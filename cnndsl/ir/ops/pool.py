@@ -153,6 +153,14 @@ class AdaptivePool(Op):
     def starts_classifier(self, a):
         return a["output"] == (1, 1)
 
+    def irregular(self, a, in_shape):
+        return a["output"] != (1, 1) and any(n % o for n, o in zip(in_shape[1:], a["output"]))
+
+    def unit_spans(self, a, in_shape, out_shape):
+        """PyTorch's windows exactly, also uneven (10 -> 4) and enlarging (2 -> 4) ones."""
+        return tuple([(start, end - 1, 1) for start, end in (adaptive_window(i, n, o) for i in range(o))]
+                     for n, o in zip(in_shape[1:], a["output"]))
+
     def torch_module(self, a, ins, inplace=False):
         return f"nn.{self.torch_class}({torch_pair(a['output'])})"
 

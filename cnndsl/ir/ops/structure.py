@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from math import prod
 
-from .base import LayerArgs, Op, OpError, _no_sizes, _options, _real
+from .base import LayerArgs, Op, OpError, whole_map, _no_sizes, _options, _real
 
 
 class Input(Op):
@@ -20,6 +20,9 @@ class Dropout(Op):
             raise OpError("dropout takes one rate", "size", "write it as dropout0.5 or dropout[p=0.5]")
         p = 0.5 if args.lead is None else _real(args.lead, "lead", "dropout rate", 0.0, 1.0, open_high=True)
         for canon, (written, value) in opts.items():
+            if args.lead is not None:
+                raise OpError("dropout rate given twice (after the name and as an option)", f"option:{written}",
+                              f"write it once: dropout{args.lead} or dropout[p=...]", kind="name")
             p = _real(value, f"option:{written}", "dropout rate", 0.0, 1.0, open_high=True)
         return {"p": p}
 
@@ -43,6 +46,9 @@ class Flatten(Op):
 
     def shape(self, a, ins):
         return (prod(ins[0]),)
+
+    def unit_spans(self, a, in_shape, out_shape):
+        return whole_map(in_shape)     # a vector's one unit per axis: all of the map it flattened
 
     def torch_module(self, a, ins, inplace=False):
         return "nn.Flatten()"
