@@ -30,7 +30,7 @@ def test_analyze_json_schema(cli):
     assert len(names) == len(set(names))
     for layer in layers:
         assert {"name", "op", "stage", "output_shape", "params", "macs", "rf"} <= set(layer)
-        assert set(layer["rf"]) == {"size", "stride", "padding"}
+        assert set(layer["rf"]) == {"size", "stride", "padding", "uniform"}
         assert all(len(v) == 2 for v in layer["rf"].values())
     first_conv = next(l for l in layers if l["op"] == "conv")
     assert first_conv["output_shape"] == [64, 224, 224] and first_conv["params"] == 1792
