@@ -175,6 +175,9 @@ class _Importer:
         self.rows_pooled: dict[str, tuple] = {}  # row Concat output -> (kind, IR source, output rows)
         self.opset = max([v.version for v in model.opset_import if v.domain in ("", "ai.onnx")] or [0])
         self.elem = 0                          # the input's element type (weights must match it)
+        self.batch: Optional[int] = None       # the input's batch size, when the file fixes it
+        self.uses: dict[str, int] = {}         # ONNX value -> how many node inputs and graph outputs read it
+        self.made: dict[str, str] = {}         # IR node -> the ONNX value it was made as (for folding a bias)
 
     # ------------------------------------------------------------ helpers --
     def fail(self, message: str, hint: Optional[str] = None):
@@ -193,8 +196,8 @@ class _Importer:
             raise self.fail(f"the constant {_show(value)} is used as a feature map",
                             "cnndsl imports CNNs whose layers compute on the input image")
         if value in self.pads:
-            raise self.fail(f"the padded value {_show(value)} feeds something other than one pooling",
-                            "cnndsl imports a Pad only as the padding of the AveragePool or MaxPool after it")
+            raise self.fail(f"the padded value {_show(value)} feeds something other than one average pooling",
+                            "cnndsl imports a Pad only as the padding of the AveragePool after it")
         if value in self.slices or value in self.bands or value in self.rows_pooled:
             raise self.fail(f"the value {_show(value)}, part of an adaptive pooling, is used on its own",
                             "cnndsl imports Slice/Reduce/Concat only in the pattern its exporter writes")
@@ -498,6 +501,7 @@ class _Importer:
         self.names.add(name)
         self.shape[name] = shape
         self.alias[output or onnx_node.output[0]] = name
+        self.made[name] = output or onnx_node.output[0]
         return name
 
     def define(self, value, what: str = "value") -> None:
@@ -529,6 +533,7 @@ class _Importer:
             raise self.fail(f"the input {_show(v.name)} has rank {len(dims)}; cnndsl imports N x C x H x W images")
         if dims[0] is not None and dims[0] < 1:
             raise self.fail(f"the input {_show(v.name)} has a batch size of {dims[0]}")
+        self.batch = dims[0]
         if self.input_shape is not None:
             h, w, c = self.input_shape
         else:
@@ -562,6 +567,11 @@ class _Importer:
             raise self.fail(f"the model imports ONNX opset {self.opset}" if self.opset else
                             "the model imports no ONNX opset", f"cnndsl reads opsets 1 to {defs.onnx_opset_version()}")
         self.graph_input()
+        for node in g.node:
+            for value in node.input:
+                self.uses[value] = self.uses.get(value, 0) + 1
+        for value in g.output:
+            self.uses[value.name] = self.uses.get(value.name, 0) + 1
         for node in g.node:
             self.node(node)
         outputs = [o.name for o in g.output]
@@ -647,7 +657,12 @@ class _Importer:
     def n_Dropout(self, node, a):
         src = self.data(node)
         self.int_(node, a, "seed")
-        self.int_(node, a, "is_test")
+        if self.int_(node, a, "is_test", 0 if self.opset < 7 else 1) == 0:
+            raise self.fail(f"{self.label(node)} runs in training mode (is_test=0)", "export the model in eval mode")
+        training = self.values(node, 2, "training_mode", rank=0)
+        if training is not None and bool(training):
+            raise self.fail(f"{self.label(node)} runs in training mode (its training_mode is true)",
+                            "export the model in eval mode")
         ratio = self.scalar(node, 1, "ratio", rank=0)
         if ratio is None:
             ratio = self.float_(node, a, "ratio", 0.5, low=0.0, high=1.0)
@@ -749,11 +764,17 @@ class _Importer:
         if consts:      # MatMul + Add(bias): the bias of a linear layer
             if len(consts) == len(node.input):
                 raise self.fail(f"{self.label(node)} adds constants only")
-            other = self.src(node.input[1 - consts[0]])
+            value = node.input[1 - consts[0]]
+            other = self.src(value)
             row = self.rows[-1]
             bias = self.dims(node, consts[0], "bias")
             if row[0] == other and row[1] == "fc" and not row[3]["bias"] and bias in ((row[3]["out"],),
                                                                                       (1, row[3]["out"])):
+                # the bias becomes part of the layer: anything else reading the layer's output would get it too
+                if self.made.get(other) != value or self.uses.get(value, 0) != 1:
+                    raise self.fail(f"{self.label(node)} adds a bias to {_show(value)}, which is also used "
+                                    "without it", "cnndsl imports a MatMul + Add as one linear layer only when "
+                                    "nothing else reads the MatMul's output")
                 row[3]["bias"] = True
                 self.alias[node.output[0]] = other
                 return
@@ -810,6 +831,10 @@ class _Importer:
 
     def _pool(self, node, a, op):
         padded = self.pads.pop(node.input[0], None)
+        if padded and op == "maxpool":
+            raise self.fail(f"{self.label(node)} pools a zero-padded value ({_show(node.input[0])}); max pooling "
+                            "pads with -inf, so cnndsl cannot fold the zeros into it",
+                            "cnndsl imports a Pad only as the padding of the AveragePool after it")
         src, extra = padded if padded else (self.data(node), (0, 0))
         n_in = self.spatial(node, src)
         if "kernel_shape" not in a:
@@ -819,7 +844,7 @@ class _Importer:
         dil = self.ints(node, a, "dilations", (1, 1), length=2, low=1)
         ceil = bool(self.int_(node, a, "ceil_mode", 0, (0, 1)))
         self.int_(node, a, "storage_order", 0, (0, 1))
-        self.int_(node, a, "count_include_pad", 0, (0, 1))
+        counted = self.int_(node, a, "count_include_pad", 0, (0, 1))
         if op == "avgpool" and dil != (1, 1):
             raise self.fail(f"{self.label(node)} has dilations {fmt_shape(dil)}; cnndsl's average pooling has none")
         begin, end = self.spatial_pads(node, a, kernel, strides, dil,
@@ -828,6 +853,12 @@ class _Importer:
             if max(begin[i], end[i]) >= kernel[i]:
                 raise self.fail(f"{self.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
                                 f"kernel {kernel[i]}")
+        # cnndsl's avgpool divides by the whole window, padding included (PyTorch's count_include_pad=True);
+        # zeros from a Pad before it are real values to ONNX, so only the pooling's own padding matters here
+        if op == "avgpool" and not counted and any(begin + end):
+            raise self.fail(f"{self.label(node)} leaves its padding out of the average (count_include_pad=0, "
+                            "the ONNX default); cnndsl's average pooling counts it",
+                            "export with count_include_pad=True, or pool without padding")
         # the output ONNX computes, then the IR pooling (symmetric padding, ceil or not) that gives it
         want = []
         for i in (0, 1):
@@ -868,8 +899,13 @@ class _Importer:
                                 f"expected {channels} (one per channel)")
         if self.int_(node, a, "spatial", 1) != 1:
             raise self.fail(f"{self.label(node)} normalizes per activation (spatial=0); cnndsl's bn is per channel")
-        self.int_(node, a, "training_mode", 0, (0, 1))
-        self.int_(node, a, "is_test")
+        # training mode normalizes with the batch's own statistics (ONNX Runtime does so before opset 14
+        # whenever the running statistics are outputs too): not the inference bn cnndsl imports
+        if self.int_(node, a, "training_mode", 0, (0, 1)) or any(node.output[1:]):
+            raise self.fail(f"{self.label(node)} runs in training mode (it uses the batch's statistics)",
+                            "export the model in eval mode")
+        if self.int_(node, a, "is_test", 0 if self.opset < 7 else 1) == 0:
+            raise self.fail(f"{self.label(node)} runs in training mode (is_test=0)", "export the model in eval mode")
         self.ints(node, a, "consumed_inputs", high=1 << 62)
         eps = self.float_(node, a, "epsilon", 1e-5, 0.0, 1.0, open_low=True)
         momentum = self.float_(node, a, "momentum", 0.9, 0.0, 1.0)
@@ -905,6 +941,10 @@ class _Importer:
         size = math.prod(self.shape[src])
         if len(target) == 2 and target[1] in (-1, size) and \
                 target[0] in ((-1, 1) if zero_is_zero else (0, -1, 1)) and target != [-1, -1]:
+            if target[0] == 1 and self.batch != 1:
+                raise self.fail(f"{self.label(node)} to {self.shown(node, 1, values)} makes one row of a whole "
+                                f"batch, but the model's batch is {self.batch or 'not fixed'}",
+                                "reshape to [0, -1] or [-1, features], or fix the batch at 1")
             return self.add(node, "flatten", [src], {})
         raise self.fail(f"{self.label(node)} to {self.shown(node, 1, values)} is not a flatten to N x features")
 
@@ -935,7 +975,9 @@ class _Importer:
     n_LeakyRelu = _act("leakyrelu", slope=("alpha", 0.01))
 
     def n_Gelu(self, node, a):
-        self.string(node, a, "approximate", "none", ("none", "tanh"))
+        if self.string(node, a, "approximate", "none", ("none", "tanh")) != "none":
+            raise self.fail(f"{self.label(node)} uses the tanh approximation; cnndsl's gelu is the exact one",
+                            "export with approximate='none'")
         self.add(node, "gelu", [self.data(node)], {})
 
     # ------------------------------------------ uneven adaptive pooling --
