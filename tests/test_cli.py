@@ -31,7 +31,8 @@ def test_analyze_json_schema(cli):
     for layer in layers:
         assert {"name", "op", "stage", "output_shape", "params", "macs", "rf"} <= set(layer)
         assert set(layer["rf"]) == {"size", "stride", "padding", "uniform"}
-        assert all(len(v) == 2 for v in layer["rf"].values())
+        assert all(len(layer["rf"][k]) == 2 for k in ("size", "stride", "padding"))
+        assert layer["rf"]["uniform"] is True       # VGG-16: every layer is one grid
     first_conv = next(l for l in layers if l["op"] == "conv")
     assert first_conv["output_shape"] == [64, 224, 224] and first_conv["params"] == 1792
     assert sum(l["params"] for l in layers) == t["params"]
