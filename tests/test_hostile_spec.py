@@ -227,7 +227,7 @@ def test_every_finite_float_prints_as_a_literal_that_reads_back(value):
                                            (".5", 0.5), ("5.", 5.0), ("2.2250738585072014e-308", 2.2250738585072014e-308),
                                            ("1.7976931348623157e308", 1.7976931348623157e308)])
 def test_float_forms_round_trip(literal, value):
-    text = f"input 8x8x3\nconv3-4 + lrn[k={literal} / {literal} * 2, alpha=0.5] + bn[eps={literal} * 0]"
+    text = f"input 8x8x3\nconv3-4 + lrn[k={literal} / {literal} * 2, alpha=0.5] + bn[momentum={literal} * 0]"
     option = cnndsl.parse(text).statements[1].items[1].options[0]
     assert option.value.left.left.value == value
     printed = cnndsl.format_spec(text)

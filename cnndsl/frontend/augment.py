@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from ..limits import float32_trouble
+
 AUGMENTATIONS = {"flip": 0.5, "crop": 4, "scale": 0.1, "exposure": 0.2, "saturation": 0.2}
 PRESETS = {"none": {}, "standard": {"flip": 0.5, "crop": 4}, "all": dict(AUGMENTATIONS)}
 # the strengths each augmentation accepts: (low, high, whether high itself is allowed, what it means)
@@ -28,6 +30,9 @@ def check_strength(name: str, value) -> float:
     if not (low <= value <= high if closed else low <= value < high):
         raise ValueError(f"augmentation '{name}={value:g}' is out of range: {meaning} from {low:g} to {high:g}"
                          f"{'' if closed else ' (exclusive)'}")
+    trouble = float32_trouble(value)      # training computes in float32: write 0 for none
+    if trouble:
+        raise ValueError(f"augmentation '{name}': {trouble}; write 0 for none")
     return float(value)
 
 

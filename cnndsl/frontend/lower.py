@@ -365,9 +365,13 @@ class _Lowering:
 
     def shape_of(self, op: str, attrs: dict, ins: list, node, span) -> tuple:
         try:
-            return OPS[op].shape(attrs, ins)
+            shape = OPS[op].shape(attrs, ins)
         except OpError as e:
             raise self.op_error(e, node, span) from None
+        if len(shape) == 3 and max(shape) > limits.MAX_DIM:   # padding can grow a map (a vector may be larger)
+            raise self.error(LimitError, f"this layer turns {fmt_shape(ins[0])} into {fmt_shape(shape)}, beyond the "
+                             f"limit of {limits.MAX_DIM:,} per size", span, "use less padding or a smaller input")
+        return shape
 
     # ------------------------------------------------------------- calls --
     def call(self, node: A.Call, cur: Cursor, label: Optional[str], label_span: Optional[Span] = None) -> Cursor:
@@ -481,7 +485,12 @@ class _Lowering:
         if len(positional) > 3:
             raise self.error(ValueError_, f"{node.name}(...) takes at most 3 positional arguments", node.span)
         lead, size, stride = (positional + [None, None, None])[:3]
-        options = {a.name.lower(): self.value(a.value, symbols=True) for a in node.args if a.name is not None}
+        options = {}
+        for a in node.args:
+            if a.name is not None:
+                if a.name.lower() in options:
+                    raise self.error(NameError_, f"option '{a.name.lower()}' given twice", a.span)
+                options[a.name.lower()] = self.value(a.value, symbols=True)
         args = LayerArgs(node.name.lower(), lead, size, stride, options)
         return self.apply(build, args, None, cur, label, node.name_span, node.span)
 
@@ -605,7 +614,12 @@ class _Lowering:
                                  "give an explicit shortcut: res(body, shortcut)")
             strides.append(s)
         # the ops' own builders: a 1x1 conv with the stride that maps the shapes, then (with BN) batch norm
-        conv = OPS["conv"].build(LayerArgs("conv", 1, want[0], tuple(strides), {"bias": not has_bn}), have)
+        try:
+            conv = OPS["conv"].build(LayerArgs("conv", 1, want[0], tuple(strides), {"bias": not has_bn}), have)
+        except OpError as e:        # a stride beyond MAX_KERNEL
+            raise self.error(_ERROR_KINDS.get(e.kind, ValueError_), f"the residual's automatic projection from "
+                             f"{fmt_shape(have)} to {fmt_shape(want)}: {e.message}", span,
+                             "give an explicit shortcut: res(body, shortcut)") from None
         owner = self.scope.prefix[:-1]
         self.reserve("proj", owner, "the residual's automatic projection")
         name = self.emit(self.fresh("conv", "proj", span), "conv", (cur.node,), conv, want, span)
@@ -701,7 +715,7 @@ class _Lowering:
 
     def run(self) -> list:
         dims = self.input_override
-        input_span = None
+        input_span = act_span = augment_span = None
         pipelines = []
         for st in self.spec.statements:
             if isinstance(st, A.BlockDef):
@@ -733,11 +747,27 @@ class _Lowering:
                     if d > limits.MAX_DIM:
                         raise LimitError(f"input size {d:,} is beyond the limit of {limits.MAX_DIM:,}", st.span)
             elif isinstance(st, A.AugmentStmt):
-                from .augment import parse_augment
-                parts = []
+                if augment_span is not None:
+                    raise ValueError_(f"augment given twice: first given at {augment_span.line}:"
+                                      f"{augment_span.column}", st.span,
+                                      "write one augment line with every augmentation: augment flip, crop=4")
+                augment_span = st.span
+                from .augment import PRESETS, parse_augment
+                parts, seen = [], {}
                 for o in st.options:
                     value = None if o.value is None else self.value(o.value)
                     parts.append(o.name if value is None else f"{o.name}={value}")
+                    if o.name in PRESETS and len(st.options) > 1:
+                        raise ValueError_(f"the preset '{o.name}' is a whole augment line", o.span,
+                                          f"write augment {o.name} alone, or list augmentations: augment flip, crop=4")
+                    if o.name in seen:
+                        raise ValueError_(f"augmentation '{o.name}' given twice: first given at "
+                                          f"{seen[o.name].line}:{seen[o.name].column}", o.span)
+                    seen[o.name] = o.span
+                    try:                         # each part on its own first, to point at the one that is wrong
+                        parse_augment(parts[-1])
+                    except ValueError as e:
+                        raise ValueError_(str(e), o.span) from None
                 text = ",".join(parts) or "none"
                 try:
                     parse_augment(text)
@@ -745,6 +775,11 @@ class _Lowering:
                     raise ValueError_(str(e), st.span) from None
                 self.settings["augment"] = text
             elif isinstance(st, A.ActivationStmt):
+                if act_span is not None:
+                    raise ValueError_(f"activation given twice: first given at {act_span.line}:{act_span.column}",
+                                      st.span, "keep one activation line: it sets the activation after every conv "
+                                      "and fc layer of the spec, wherever it stands")
+                act_span = st.span
                 build, node, name = self.spelling(st.layer)
                 try:
                     op, attrs = build(self.layer_args(node), (1,)) if build else (None, None)

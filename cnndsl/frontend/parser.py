@@ -351,13 +351,28 @@ def _non_ascii(text: str, pos: int) -> SyntaxError_:
     return SyntaxError_(f"non-ASCII character {what}", _offset_span(text, pos), hint)
 
 
+BOM = "\ufeff"
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def line_ends(text: str) -> str:
+    """Spec text as the parser reads it: a byte order mark at the very start dropped (Windows editors write
+    one; columns count from the character after it), and each lone "\r" (old Mac line ends) a "\n", so that
+    "\n", "\r\n" and "\r" all end a line and spans count lines the way an editor shows them. Elsewhere a
+    BOM stays a non-ASCII character; "\r\n" is kept (the grammar reads it as one line end)."""
+    if text.startswith(BOM):
+        text = text[1:]
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
+
+
 def parse(text: str) -> Spec:
-    """Parse spec text into a frozen AST; raises CnnDslError subclasses with spans."""
+    """Parse spec text into a frozen AST; raises CnnDslError subclasses with spans (on line_ends(text))."""
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
     if len(text) > limits.MAX_SOURCE_CHARS:
         raise LimitError(f"spec is {len(text):,} characters long", _offset_span(text, 0),
                          f"specs may be at most {limits.MAX_SOURCE_CHARS:,} characters")
+    text = line_ends(text)
     bad = re.search(r"[\x00-\x08\x0b\x0e-\x1f\x7f\x85\u2028\u2029\ufffd]", text)
     if bad:
         raise SyntaxError_(f"control or invalid character {bad.group()!r} in spec text",

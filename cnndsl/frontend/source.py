@@ -10,12 +10,14 @@ from ..files import read_at_most
 
 
 def decode_spec(data: bytes, filename: str = "<spec>") -> str:
-    """Spec bytes as UTF-8 text; undecodable bytes become a diagnostic with a position."""
+    """Spec bytes as UTF-8 text, as the parser reads it (parser.line_ends: no byte order mark at the start,
+    a lone CR a line end), so diagnostics show the lines their spans count; undecodable bytes become a
+    diagnostic with a position."""
+    from .parser import _offset_span, line_ends
     try:
-        return data.decode("utf-8")
+        return line_ends(data.decode("utf-8"))
     except UnicodeDecodeError as e:
-        from .parser import _offset_span
-        text = data[:e.start].decode("utf-8", "replace")
+        text = line_ends(data[:e.start].decode("utf-8", "replace"))
         err = SyntaxError_(f"byte 0x{data[e.start]:02x} is not UTF-8 text", _offset_span(text + "?", len(text)),
                            "is this a binary file? specs are UTF-8 text")
         raise err.attach(text, filename) from None

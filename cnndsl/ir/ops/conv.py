@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from math import prod
 
+from ... import limits
 from .base import (LayerArgs, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
                    fmt_shape, sliding_window, spec_pair, torch_pair)
 
@@ -36,7 +37,7 @@ class Conv(Op):
             groups = 1
         stride = (1, 1) if args.stride is None else _pair(args.stride, "stride", "stride")
         dilation = (1, 1)
-        pad = None
+        pad = pad_part = bias_written = None
         bias = True
         for canon, (written, value) in opts.items():
             part = f"option:{written}"
@@ -47,26 +48,41 @@ class Conv(Op):
             elif canon == "dilation":
                 dilation = _pair(value, part, "dilation")
             elif canon == "groups":
-                if value == "dw" or value == "depthwise":
-                    groups = cin
-                else:
-                    groups = _count(value, part, "groups")
-            elif canon == "bias":
-                bias = _bool(value, part, "bias")
-            elif canon == "nobias":
-                bias = not _bool(value, part, "nobias")
+                written_groups = cin if value == "dw" or value == "depthwise" else _count(value, part, "groups")
+                if depthwise and written_groups != cin:
+                    k = fmt_shape(kernel) if kernel[0] != kernel[1] else kernel[0]
+                    raise OpError(f"{args.word} is depthwise: its groups are its {cin} input channels, "
+                                  f"not {written_groups}", part,
+                                  f"drop the groups option, or write conv{k}-C[groups={written_groups}]")
+                groups = written_groups
+            elif canon in ("bias", "nobias"):
+                if bias_written is not None:
+                    raise OpError(f"bias given twice (as '{bias_written}' and as '{written}')", part,
+                                  "keep one: bias, bias=false or nobias", kind="name")
+                bias_written = written
+                bias = _bool(value, part, canon) if canon == "bias" else not _bool(value, part, canon)
             elif canon in ("valid", "same"):
                 if pad is not None:
                     raise OpError("padding given twice", part, kind="name")
                 if value is not True:
                     raise OpError(f"'{written}' is a flag and takes no value", part)
-                pad = canon
+                pad, pad_part = canon, part
             elif canon == "pad":
                 if pad is not None:
                     raise OpError("padding given twice", part, kind="name")
                 pad = value if value in ("same", "valid") else _pair(value, part, "padding", low=0)
+                pad_part = part
         if pad is None or pad == "same":
             padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+            if pad == "same":
+                _check_same(kernel, dilation, pad_part)
+            for i in (0, 1):
+                if padding[i] > limits.MAX_KERNEL:
+                    raise OpError(f"kernel {kernel[i]} with dilation {dilation[i]} needs padding {padding[i]:,}, "
+                                  f"beyond the limit of {limits.MAX_KERNEL:,}",
+                                  next((f"option:{w}" for c, (w, _) in opts.items() if c == "dilation"), "lead"),
+                                  "use a smaller dilation or kernel, or give the padding: [valid] or [pad=N]",
+                                  kind="limit")
         elif pad == "valid":
             padding = (0, 0)
         else:
@@ -156,6 +172,22 @@ class Conv(Op):
             opts.append(f"groups={a['groups']}")
         opts.append("bias" if a["bias"] else "nobias")
         return text + f"[{', '.join(opts)}]"
+
+
+def _check_same(kernel: tuple, dilation: tuple, part: str) -> None:
+    """`same` keeps the size at stride 1 (ceil(n/S) at stride S) only where the padding can be symmetric:
+    an odd effective kernel d*(K-1)+1 on both axes."""
+    for i in (0, 1):
+        effective = dilation[i] * (kernel[i] - 1) + 1
+        if effective % 2 == 0:
+            k = fmt_shape(kernel) if kernel[0] != kernel[1] else str(kernel[0])
+            what = f"kernel {k}" if dilation == (1, 1) else f"kernel {k} with dilation {fmt_shape(dilation)}"
+            pad = dilation[i] * (kernel[i] - 1) // 2
+            raise OpError(f"'same' padding cannot keep the size with the {what}: the effective kernel "
+                          f"{effective} is even, so it needs {effective - 1 - pad} padding on one side and "
+                          f"{pad} on the other", part,
+                          "cnndsl pads both sides equally (asymmetric padding is not supported yet): use an odd "
+                          f"kernel, or drop 'same' for pad={pad} (the size shrinks by 1)")
 
 
 CONV = Conv()

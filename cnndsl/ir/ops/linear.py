@@ -20,8 +20,12 @@ class FC(Op):
         if width is None:
             raise OpError("fc needs an output width", "word", "write it as fc4096 or FC-4096")
         out = _count(width, "lead" if args.lead is not None else "size", "fc width")
-        bias = True
+        bias, bias_written = True, None
         for canon, (written, value) in opts.items():
+            if bias_written is not None:
+                raise OpError(f"bias given twice (as '{bias_written}' and as '{written}')", f"option:{written}",
+                              "keep one: bias, bias=false or nobias", kind="name")
+            bias_written = written
             flag = _bool(value, f"option:{written}", canon)
             bias = flag if canon == "bias" else not flag
         return {"out": out, "bias": bias}

@@ -1,6 +1,7 @@
 """Normalisation: batch norm (`bn[eps=1e-5, momentum=0.1]`) and local response normalisation (`lrn5`)."""
 from __future__ import annotations
 
+from ... import limits
 from .base import LayerArgs, Op, OpError, _count, _no_sizes, _options, _real, _spatial
 
 
@@ -15,7 +16,14 @@ class BatchNorm(Op):
         _no_sizes(args, "bn[eps=1e-5]")
         a = {"eps": 1e-5, "momentum": 0.1}
         for canon, (written, value) in opts.items():
-            a[canon] = _real(value, f"option:{written}", canon, 0.0, 1.0)
+            low = limits.MIN_BN_EPS if canon == "eps" else 0.0
+            try:
+                a[canon] = _real(value, f"option:{written}", canon, low, 1.0)
+            except OpError as e:
+                if canon == "eps" and e.hint is None:
+                    e.hint = (f"batch norm's eps must be at least {limits.MIN_BN_EPS:g}: it keeps "
+                              "1/sqrt(var + eps) finite in float32")
+                raise
         return a
 
     def params(self, a, ins):
@@ -65,6 +73,9 @@ class LRN(Op):
         for canon, (written, value) in opts.items():
             part = f"option:{written}"
             if canon == "size":
+                if args.lead is not None:
+                    raise OpError("lrn size given twice (after the name and as an option)", part,
+                                  f"write it once: lrn{args.lead} or lrn[size=...]", kind="name")
                 a["size"] = _count(value, part, "lrn size", high=4096)
             else:
                 a[canon] = _real(value, part, canon, 0.0, 1e6)
