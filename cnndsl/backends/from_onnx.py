@@ -868,6 +868,17 @@ class _Importer:
         if min(want) < 1:
             raise self.fail(f"{self.label(node)} shrinks its {n_in[1]}x{n_in[2]} input below 1x1")
         padding = tuple(extra[i] + begin[i] for i in (0, 1))
+        for i in (0, 1):
+            if 2 * padding[i] > kernel[i]:      # PyTorch's rule, and the spec's: a window is never all padding
+                raise self.fail(f"{self.label(node)}: its padding {padding[i]}"
+                                f"{' (with the Pad before it)' if extra[i] else ''} is more than half its kernel "
+                                f"{kernel[i]}, which PyTorch pooling cannot express")
+            # an average divides by its window clipped to the padded input: the IR's padding is `begin` at both
+            # ends, so the last window must not reach past the shorter of the two end paddings
+            last = (want[i] - 1) * strides[i] - begin[i] + kernel[i]
+            if op == "avgpool" and begin[i] != end[i] and last > n_in[1 + i] + 2 * extra[i] + min(begin[i], end[i]):
+                raise self.fail(f"{self.label(node)} pads asymmetrically ({begin[i]} before, {end[i]} after) "
+                                "where its last window reaches, so its average there differs from PyTorch's")
         for mode in (False, True):
             got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], mode) for i in (0, 1)]
             if got == want:
