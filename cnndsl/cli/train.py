@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -69,13 +70,20 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
                          init_torchvision=init_torchvision, label_smoothing=label_smoothing, limit_train=limit_train)
     stem = Path(spec).stem
     out = Path(resume or out_dir or f"runs/{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    from ..train.trainer import Interrupted
     if nproc > 1:
         if resume:
             raise click.UsageError("--resume with --nproc is not supported; resume with one process")
-        summary = train_distributed(graph, dataset, config, out, nproc)
-        click.echo(json.dumps(summary))
+        try:
+            summary = train_distributed(graph, dataset, config, out, nproc)
+        except Interrupted as e:
+            _interrupted(e)
+        _finish(summary, True, None)
         return
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise click.UsageError("RANK and WORLD_SIZE (set by torchrun) must be whole numbers") from None
     if world > 1:     # launched by torchrun: join its process group
         import torch.distributed as dist
         from ..train.trainer import pick_device
@@ -84,23 +92,43 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
     trainer = Trainer(graph, dataset, config, out, progress=reporter, rank=rank, world=world)
     if resume:
         trainer.restore(load_checkpoint(str(out / "last.pt")))
-    from ..train.trainer import Interrupted
     try:
         with reporter:
             summary = trainer.run()
-    except Interrupted:
-        click.echo(f"interrupted: saved {out / 'last.pt'} (epoch {trainer.epoch + 1}, step {trainer.step}); "
-                   f"continue with --resume {out}", err=True)
-        sys.exit(130)
+    except Interrupted as e:
+        _interrupted(e)
     if rank == 0:
-        if quiet:
-            click.echo(json.dumps(summary))
-        else:
-            reporter.summary(summary)
+        _finish(summary, quiet, reporter)
+
+
+def _interrupted(e) -> None:
+    click.echo(f"interrupted: saved {printable(e.saved)} (epoch {e.epoch + 1}, step {e.step}); continue with "
+               f"--resume {printable(str(Path(e.saved).parent))}", err=True)
+    sys.exit(130)
+
+
+def _finish(summary: dict, quiet: bool, reporter) -> None:
+    """The summary (JSON with --quiet or --nproc, else a table); a diverged run then fails with a TrainError."""
+    from pathlib import Path
+
+    from ..train.trainer import TrainError
+    if quiet or reporter is None:
+        click.echo(json.dumps(summary))
+    else:
+        reporter.summary(summary)
+    at = summary.get("diverged_at")
+    if summary.get("diverged") and at:
+        last = Path(summary["run_dir"]) / "last.pt"
+        saved = (f"saved {last}" if at.get("saved") else
+                 f"the weights are no longer finite, so {last} (if any) is from the last finished epoch")
+        raise TrainError(f"training diverged at epoch {at['epoch']}, step {at['step']} (loss {at['loss']}, above "
+                         f"{at['limit']:g}); {saved}",
+                         hint="lower --lr (or raise --warmup); a loss this large means the weights blew up")
 
 
 class _TrainProgress:
-    """Rich progress bars for training events (epoch, step, loss, accuracy, images/s, ETA)."""
+    """Rich progress bars for training events (epoch, step, loss, accuracy, images/s, ETA). Text from outside
+    (paths, names) goes through printable and rich's markup escape: '[' in a folder name is not markup."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -112,7 +140,7 @@ class _TrainProgress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
             self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
                                      TextColumn("{task.completed}/{task.total}"),
-                                     TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} "
+                                     TextColumn("loss {task.fields[loss]:.4g} acc {task.fields[acc]:.3f} "
                                                 "{task.fields[ips]:.0f} img/s"), TimeRemainingColumn())
             self.progress.__enter__()
             self.task = None
@@ -126,13 +154,13 @@ class _TrainProgress:
         if self.quiet:
             return
         kind = event["event"]
+        say = self.progress.console.print
         if kind == "start":
             self.steps = event["steps_per_epoch"]
-            self.progress.console.print(f"training on {event['device']}: {event['params']:,} parameters, "
-                                        f"{event['epochs']} epochs x {self.steps} steps")
+            say(_plain(f"training on {event['device']}: {event['params']:,} parameters, {event['epochs']} epochs x "
+                       f"{self.steps} steps"))
         elif kind in ("init", "freeze"):
-            self.progress.console.print(", ".join(f"{k} {v if not isinstance(v, list) else len(v)}"
-                                                  for k, v in event.items()))
+            say(_plain(", ".join(f"{k} {v if not isinstance(v, list) else len(v)}" for k, v in event.items())))
         elif kind == "step":
             if self.task is None or event["epoch"] != self.current:
                 self.current = event["epoch"]
@@ -142,34 +170,31 @@ class _TrainProgress:
                                  ips=event["images_per_s"])
         elif kind == "epoch":
             self.rows.append(event)
-            self.progress.console.print(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
-                                        f"train acc {event['train_accuracy']:.4f}, test acc "
-                                        f"{event['test_accuracy']:.4f} ({event['seconds']:.1f} s)")
+            say(_plain(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, train acc "
+                       f"{event['train_accuracy']:.4f}, test acc {event['test_accuracy']:.4f} "
+                       f"({event['seconds']:.1f} s)"))
+        elif kind == "diverged":
+            say(_plain(f"diverged at epoch {event['epoch']}, step {event['step']}: loss {event['loss']}"))
 
     def summary(self, summary: dict) -> None:
         from rich.console import Console
         from rich.table import Table
-        table = Table(title=f"run {summary['run_dir']}", title_justify="left")
+        table = Table(title=_plain(f"run {summary['run_dir']}"), title_justify="left")
         for col in ("epoch", "train loss", "train acc", "test acc", "img/s"):
             table.add_column(col, justify="right")
         for r in self.rows:
-            table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
+            table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}", f"{r['train_accuracy']:.4f}",
                           f"{r['test_accuracy']:.4f}", f"{r['images_per_s']:.0f}")
         console = Console()
         console.print(table)
-        console.print(f"best test accuracy {summary['best_test_accuracy']:.4f}; {summary['seconds']:.1f} s on "
-                      f"{summary['device']}")
+        console.print(_plain(f"best test accuracy {summary['best_test_accuracy']:.4f}; {summary['seconds']:.1f} s on "
+                             f"{summary['device']}"))
 
 
-def _model_for(spec: str, weights: str):
-    """The spec's model with a checkpoint's weights; the classifier width follows the checkpoint."""
-    from ..train.trainer import build_model, fit_head
-    from ..train.weights import load_checkpoint, state_dict_of
-    graph = _load(spec)
-    payload = load_checkpoint(weights)
-    state = state_dict_of(payload)
-    graph = fit_head(graph, state)
-    return graph, build_model(graph, state), payload
+def _plain(text: str, limit: int = 2000):
+    """Text for rich shown as it is: terminal-safe (printable) and never read as markup."""
+    from rich.text import Text
+    return Text(printable(text, limit))
 
 
 @main.command("eval")
@@ -178,7 +203,7 @@ def _model_for(spec: str, weights: str):
 @click.option("--data", required=True, help="As for train.")
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=512, show_default=True)
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="k of top-k accuracy.")
 @click.option("--json", "as_json", is_flag=True)
 @_guard
@@ -186,12 +211,13 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, as_json):
     """Accuracy, top-k, confusion matrix and per-class accuracy of SPEC with trained weights."""
     from ..train import data as data_mod
     from ..train.augment import Preprocess
+    from ..train.predict import model_for
     from ..train.trainer import checkpoint_norm, evaluate, pick_device
-    graph, model, payload = _model_for(spec, weights)
+    graph, model, payload = model_for(_load(spec), weights)
+    norm = checkpoint_norm(payload, graph.input_shape[0])
     dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:])
     dev = pick_device(device)
     pre = Preprocess(dataset.train.images.shape[1:], graph.input_shape, dataset.train.images).to(dev)
-    norm = checkpoint_norm(payload, graph.input_shape[0])
     if norm is not None:   # the statistics the network was trained with
         pre.mean, pre.std = norm[0].to(dev), norm[1].to(dev)
     result = evaluate(model.to(dev), dataset.test, pre, dev, batch=batch_size, top=top)
@@ -202,13 +228,13 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, as_json):
     from rich.console import Console
     from rich.table import Table
     console = Console()
-    console.print(f"{result['count']:,} test images: accuracy {result['accuracy']:.4f}, "
-                  f"top-{top} {result[f'top{top}_accuracy']:.4f}, loss {result['loss']:.4f}")
+    console.print(_plain(f"{result['count']:,} test images: accuracy {result['accuracy']:.4f}, "
+                         f"top-{top} {result[f'top{top}_accuracy']:.4f}, loss {result['loss']:.4f}"))
     table = Table("true \\ predicted", *[str(i) for i in range(len(result["confusion"]))], "class acc",
                   title="confusion matrix", title_justify="left")
     for i, row in enumerate(result["confusion"]):
         name = dataset.classes[i] if i < len(dataset.classes) else str(i)
-        table.add_row(f"{i} {name}", *[str(v) for v in row], f"{result['per_class_accuracy'][i]:.3f}")
+        table.add_row(_plain(f"{i} {name}", 60), *[str(v) for v in row], f"{result['per_class_accuracy'][i]:.3f}")
     console.print(table)
 
 
@@ -221,34 +247,8 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, as_json):
 @_guard
 def predict(spec, images, weights, top, device):
     """Classify IMAGE files with SPEC and trained weights."""
-    import numpy as np
-    import torch
-
-    from ..train.augment import Preprocess
-    from ..train.trainer import checkpoint_norm, pick_device
-    from PIL import Image
-    graph, model, payload = _model_for(spec, weights)
-    classes = payload.get("classes") or []
-    c, h, w = graph.input_shape
-    arrays = []
-    for path in images:
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                a = np.asarray(im)
-        except Exception as e:
-            raise click.FileError(path, hint=f"not an image: {str(e)[:100]}") from None
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    batch = np.stack(arrays)
-    dev = pick_device(device)
-    pre = Preprocess(batch.shape[1:], graph.input_shape, batch).to(dev)
-    norm = checkpoint_norm(payload, graph.input_shape[0])
-    if norm is not None:
-        pre.mean, pre.std = norm[0].to(dev), norm[1].to(dev)
-    model = model.to(dev).eval()
-    with torch.no_grad():
-        probs = torch.softmax(model(pre(torch.as_tensor(batch).to(dev))).float(), 1)
-    for path, row in zip(images, probs):
-        values, idx = row.topk(min(top, row.numel()))
-        shown = ", ".join(f"{classes[i] if i < len(classes) else i} {v:.3f}" for v, i in zip(values.tolist(), idx.tolist()))
-        click.echo(f"{path}: {shown}")
+    from ..train.predict import model_for, predict as classify
+    graph, model, payload = model_for(_load(spec), weights)
+    for result in classify(graph, model, payload, images, top=top, device=device):
+        shown = ", ".join(f"{printable(name, 80)} {p:.3f}" for name, p in result.top)
+        click.echo(f"{printable(result.path)}: {shown}")

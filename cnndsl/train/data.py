@@ -10,6 +10,7 @@ be integers in [0, classes); image folders are read without following links out 
 from __future__ import annotations
 
 import _compat_pickle
+import errno
 import gzip
 import io
 import math
@@ -26,7 +27,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..errors import CnnDslError
-from ..files import read_at_most
+from ..files import open_regular, read_at_most
+from .memory import gib, memory_budget
 
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -144,9 +146,54 @@ def _names(values, where: str) -> list[str]:
     return names
 
 
-def _to_nchw_uint8(x, where) -> np.ndarray:
-    """N x H x W, N x C x H x W or N x H x W x C numbers (uint8 0..255, or floats 0..1) -> uint8 N x C x H x W
-    with 1 or 3 channels; 2 channels (grey + alpha) become grey and 4 (RGBA) RGB, as Pillow converts them."""
+def data_budget() -> tuple[int, str]:
+    """Bytes one data file (or all images of a folder) may take once decoded: MAX_DATA_BYTES, or half the memory
+    this machine has free if that is less; with the words for a message."""
+    budget = memory_budget(MAX_DATA_BYTES, 0.5)
+    if budget == MAX_DATA_BYTES:
+        return budget, f"the limit of {MAX_DATA_BYTES:,} bytes"
+    return budget, f"the limit of {budget:,} bytes (half of this machine's free memory)"
+
+
+def _chunks(x: np.ndarray, values: int = 1 << 22):
+    """Slices of `x` along its first axis of about `values` numbers each (no whole-array temporaries)."""
+    step = max(1, values // max(1, math.prod(x.shape[1:])))
+    for i in range(0, len(x), step):
+        yield x[i:i + step]
+
+
+FLOAT_RANGES = ("cnndsl reads float images as values in [0, 1] (scaled to pixels 0..255) or as whole-number pixel "
+                "values 0..255, one reading for the whole data set")
+
+
+def pixel_scale(arrays, where: str) -> Optional[float]:
+    """The factor that turns the float image arrays of one data set into pixel values, decided once for all of
+    them (never split by split): 255 if every value is in [0, 1], 1 if every value is a whole number in
+    [0, 255]; None if no array holds floats. Anything else (standardised data, NaN) is a DataError."""
+    floats = [x for x in arrays if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.size]
+    if not floats:
+        return None
+    low, high, whole = math.inf, -math.inf, True
+    for x in floats:
+        for part in _chunks(x if x.ndim else x.reshape(1)):
+            if not np.isfinite(part).all():
+                raise DataError(f"{where}: images contain NaN or infinity")
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+            whole = whole and bool((part == np.round(part)).all())
+    if 0 <= low and high <= 1:
+        return 255.0
+    if whole and 0 <= low and high <= 255:
+        return 1.0
+    kind = "fractions" if not whole else "whole numbers"
+    raise DataError(f"{where}: the float images hold {kind} from {low:g} to {high:g}; {FLOAT_RANGES}",
+                    hint="standardised images (mean 0, std 1, or -1..1) must be mapped back to [0, 1] first: "
+                         "cnndsl normalises images itself")
+
+
+def _to_nchw_uint8(x, where, scale: Optional[float] = None) -> np.ndarray:
+    """N x H x W, N x C x H x W or N x H x W x C numbers (whole numbers 0..255, or floats read as `scale` says;
+    see pixel_scale) -> uint8 N x C x H x W with 1 or 3 channels; 2 channels (grey + alpha) become grey and 4
+    (RGBA) RGB, as Pillow converts them. Values outside the pixel range are a DataError, never clipped."""
     if not isinstance(x, np.ndarray):
         raise DataError(f"{where}: images must be a numpy array, got {type(x).__name__}")
     if x.dtype.kind not in "iuf":
@@ -167,16 +214,26 @@ def _to_nchw_uint8(x, where) -> np.ndarray:
         raise DataError(f"{where}: no images (an empty array of shape {x.shape})")
     if x.shape[1] in (2, 4):
         x = x[:, :x.shape[1] - 1]      # drop the alpha channel
-    if x.dtype != np.uint8:
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise DataError(f"{where}: images contain NaN or infinity")
-        x = np.clip(np.round(x.astype(np.float32) * (255.0 if x.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+    if x.dtype.kind in "iu" and x.dtype != np.uint8:
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > 255:
+            raise DataError(f"{where}: the {x.dtype.name} images hold values from {low:,} to {high:,}; pixel values "
+                            "are whole numbers 0..255 (or floats in [0, 1])",
+                            hint="scale 16-bit images to 8 bits first (divide by 257)")
+        x = x.astype(np.uint8)
+    elif x.dtype.kind == "f":
+        scale = pixel_scale([x], where) if scale is None else scale
+        out = np.empty(x.shape, np.uint8)
+        step = max(1, (1 << 22) // max(1, math.prod(x.shape[1:])))
+        for i in range(0, len(x), step):      # in slices: no float32 copy of the whole set
+            out[i:i + step] = np.clip(np.round(x[i:i + step].astype(np.float32) * np.float32(scale)), 0, 255)
+        x = out
     x = np.ascontiguousarray(x)
     return x if x.flags.writeable else x.copy()         # IDX bodies are read-only views of the file's bytes
 
 
-def _split(x, y, where: str) -> Split:
-    images = _to_nchw_uint8(x, where)
+def _split(x, y, where: str, scale: Optional[float] = None) -> Split:
+    images = _to_nchw_uint8(x, where, scale)
     return Split(images, _labels(y, where, n=len(images)))
 
 
@@ -330,16 +387,19 @@ def _check_plain(obj) -> None:
 
 def _read_limited(path: Path, limit: Optional[int] = None) -> bytes:
     """The (decompressed) bytes of a file, refusing one above `limit` bytes before reading it all."""
-    limit = MAX_DATA_BYTES if limit is None else limit
+    if limit is None:
+        limit, why = data_budget()
+    else:
+        why = f"the limit of {limit:,}"
     try:
         if path.stat().st_size > limit:
-            raise DataError(f"{path} has {path.stat().st_size:,} bytes, beyond the limit of {limit:,}")
+            raise DataError(f"{path} has {path.stat().st_size:,} bytes, beyond {why}")
         with _open(path) as f:
             data = read_at_most(f, limit)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {str(e)[:160]}") from None
     if len(data) > limit:
-        raise DataError(f"{path} decompresses to more than {limit:,} bytes, beyond the limit")
+        raise DataError(f"{path} decompresses to more than {limit:,} bytes, beyond {why}")
     return data
 
 
@@ -400,9 +460,9 @@ def read_idx(path: Path) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", raw)
             dtype = np.dtype(IDX_TYPES[kind])
             nbytes = math.prod(dims) * dtype.itemsize
-            if nbytes > MAX_DATA_BYTES:
-                raise DataError(f"{path} claims shape {dims} ({nbytes:,} bytes), beyond the limit of "
-                                f"{MAX_DATA_BYTES:,} bytes")
+            budget, why = data_budget()
+            if nbytes > budget:
+                raise DataError(f"{path} claims shape {dims} ({nbytes:,} bytes), beyond {why}")
             if path.suffix != ".gz":
                 size = path.stat().st_size - 4 - 4 * ndim
                 if size < nbytes:
@@ -438,7 +498,9 @@ def load_idx_dataset(name: str, data_dir: Optional[str]) -> Dataset:
     for images, path in ((xtr, found[0]), (xte, found[2])):
         if images.ndim != 3:
             raise DataError(f"{path}: IDX images must be N x H x W, got shape {images.shape}")
-    train, test = _split(xtr, ytr, f"{found[0]}, {found[1].name}"), _split(xte, yte, f"{found[2]}, {found[3].name}")
+    scale = pixel_scale([xtr, xte], f"{found[0]}, {found[2].name}")       # one reading for both splits
+    train = _split(xtr, ytr, f"{found[0]}, {found[1].name}", scale)
+    test = _split(xte, yte, f"{found[2]}, {found[3].name}", scale)
     if name == "fashion-mnist":
         classes = FASHION_CLASSES
     elif name == "mnist":
@@ -469,8 +531,9 @@ def load_mnist(data_dir: Optional[str]) -> Dataset:
         if not isinstance(xs, np.ndarray) or xs.ndim != 2 or xs.shape[1] != 784:
             raise DataError(f"{pkl} ({what}): images must be an N x 784 array, got "
                             f"{getattr(xs, 'shape', type(xs).__name__)}")
-        return _split(xs.reshape(-1, 28, 28), ys, f"{pkl} ({what})")
+        return _split(xs.reshape(-1, 28, 28), ys, f"{pkl} ({what})", scale)
     (xtr, ytr), (xva, yva), (xte, yte) = parts
+    scale = pixel_scale([xtr, xva, xte], str(pkl))        # one reading for the three splits
     train, valid = to_split(xtr, ytr, "train"), to_split(xva, yva, "valid")
     full = Split(np.concatenate([train.images, valid.images]), np.concatenate([train.labels, valid.labels]))
     return check_dataset(Dataset("mnist", full, to_split(xte, yte, "test"), [str(i) for i in range(10)]), str(pkl))
@@ -536,40 +599,50 @@ def _npz_arrays(path: Path) -> tuple[dict, list[str]]:
     """The arrays of an .npz that the loader uses (and the names of all), each one's type and size checked from
     its header before it is read (a compressed archive may claim any size)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(str(path)) as f:
             if f.read(2) != b"PK":
                 raise DataError(f"{path} is not an .npz archive (a zip of .npy arrays)")
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.files)
-            members = set(z.zip.namelist())
-            arrays, total = {}, 0
-            for key in NPZ_KEYS:
-                if key not in names:
-                    continue
-                with z.zip.open(key + ".npy" if key + ".npy" in members else key) as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
-                                   np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(member)
-                if dtype.hasobject or dtype.kind not in "biufcUS":
-                    raise DataError(f"{path}: array '{key}' has type {dtype}; give numbers (or strings for classes)")
-                total += math.prod(shape) * dtype.itemsize
-                if total > MAX_DATA_BYTES:
-                    raise DataError(f"{path}: array '{key}' of shape {shape} takes the data beyond the limit of "
-                                    f"{MAX_DATA_BYTES:,} bytes")
-                arrays[key] = z[key]
+            f.seek(0)
+            arrays, names = _npz_members(path, f)
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"cannot read {path}: out of memory") from None
     except Exception as e:      # not a zip, a broken member, a malformed header, ...
         raise DataError(f"cannot read {path}: {type(e).__name__}: {str(e)[:200]}") from None
     return arrays, names
 
 
+def _npz_members(path: Path, f) -> tuple[dict, list[str]]:
+    with np.load(f, allow_pickle=False) as z:
+        names = list(z.files)
+        members = set(z.zip.namelist())
+        wanted, total = [], 0
+        budget, why = data_budget()
+        for key in NPZ_KEYS:        # every header first: nothing is decompressed until the total is known
+            if key not in names:
+                continue
+            with z.zip.open(key + ".npy" if key + ".npy" in members else key) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                               np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+            if dtype.hasobject or dtype.kind not in "biufcUS":
+                raise DataError(f"{path}: array '{key}' has type {dtype}; give numbers (or strings for classes)")
+            total += math.prod(shape) * dtype.itemsize
+            if total > budget:
+                raise DataError(f"{path}: array '{key}' of shape {shape} takes the data to {total:,} bytes "
+                                f"({gib(total)}), beyond {why}")
+            wanted.append(key)
+        return {key: z[key] for key in wanted}, names
+
+
 def load_npz(path: Path) -> Dataset:
     arrays, names = _npz_arrays(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
-        train = _split(arrays["x_train"], arrays["y_train"], f"{path} (x_train, y_train)")
-        test = _split(arrays["x_test"], arrays["y_test"], f"{path} (x_test, y_test)")
+        scale = pixel_scale([arrays["x_train"], arrays["x_test"]], f"{path} (x_train, x_test)")   # one reading
+        train = _split(arrays["x_train"], arrays["y_train"], f"{path} (x_train, y_train)", scale)
+        test = _split(arrays["x_test"], arrays["y_test"], f"{path} (x_test, y_test)", scale)
     elif {"x", "y"} <= set(arrays):
         full = _split(arrays["x"], arrays["y"], f"{path} (x, y)")
         if len(full.labels) < 2:
@@ -588,24 +661,96 @@ def load_npz(path: Path) -> Dataset:
     return check_dataset(Dataset(path.stem, train, test, classes), str(path))
 
 
-def _read_image(image_module, path: Path, size: Optional[tuple[int, int]]) -> np.ndarray:
-    """One image as uint8 3 x H x W (resized to `size` if given); decompression bombs and odd files are refused."""
-    Image = image_module
+def _pillow():
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=sorted(set(IMAGE_FORMATS.values()))) as im:
-                if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
-                    raise DataError(f"image {path} has {im.size[0]} x {im.size[1]} pixels, beyond the limit of "
-                                    f"{MAX_IMAGE_PIXELS:,}")
-                im = im.convert("RGB")
-                if size is not None and im.size != (size[1], size[0]):
-                    im = im.resize((size[1], size[0]), Image.BILINEAR)
-                return np.asarray(im).transpose(2, 0, 1)
+        from PIL import Image
+    except ImportError:
+        raise DataError("reading images needs Pillow", hint="pip install pillow") from None
+    return Image
+
+
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _eight_bit(Image, im, path):
+    """`im` in a mode that converts to L or RGB without losing its range: 16- and 32-bit grey scaled to 8 bits
+    (not clipped at 255), float grey in [0, 1] scaled by 255, palettes with transparency through RGBA."""
+    mode = im.mode
+    if mode in SIXTEEN_BIT or mode == "I":
+        a = np.asarray(im)
+        if mode == "I":      # 32-bit integers: Pillow's reading of 16-bit grey; more is not a pixel value
+            low, high = int(a.min()), int(a.max())
+            if low < 0 or high > 65535:
+                raise DataError(f"image {path} holds 32-bit values from {low:,} to {high:,}; cnndsl reads 8- and "
+                                "16-bit images")
+        a = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)      # 0..65535 -> 0..255, rounded
+        return Image.fromarray(a, "L")
+    if mode == "F":
+        a = np.asarray(im)
+        if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+            raise DataError(f"image {path} holds float values outside [0, 1]; cnndsl reads float images as 0..1")
+        return Image.fromarray(np.round(a * 255).astype(np.uint8), "L")
+    if mode in ("P", "PA") or (mode not in ("RGB", "L") and "transparency" in im.info):
+        return im.convert("RGBA")     # a palette with transparency: Pillow warns unless it goes through RGBA
+    return im
+
+
+def read_image(path, channels: int = 3, size: Optional[tuple[int, int]] = None, image_module=None) -> np.ndarray:
+    """One image file as uint8 `channels` x H x W (1: grey, 3: RGB), resized to `size` (h, w) if given.
+
+    Only regular files of at most MAX_IMAGE_FILE_BYTES and MAX_IMAGE_PIXELS pixels, in the formats of
+    IMAGE_FORMATS, are read (Pillow's decompression-bomb warning is an error, its other warnings are silenced);
+    16-bit and float images are scaled to 8 bits, an alpha channel is dropped, palettes are expanded. Problems
+    are DataErrors naming the file."""
+    Image = image_module or _pillow()
+    try:
+        with open_regular(str(path)) as f:
+            nbytes = os.fstat(f.fileno()).st_size
+            if nbytes > MAX_IMAGE_FILE_BYTES:
+                raise DataError(f"image {path} has {nbytes:,} bytes, beyond the limit of {MAX_IMAGE_FILE_BYTES:,}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f, formats=sorted(set(IMAGE_FORMATS.values()))) as im:
+                    if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                        raise DataError(f"image {path} has {im.size[0]} x {im.size[1]} pixels, beyond the limit of "
+                                        f"{MAX_IMAGE_PIXELS:,}")
+                    im = _eight_bit(Image, im, path).convert("L" if channels == 1 else "RGB")
+                    if size is not None and im.size != (size[1], size[0]):
+                        im = im.resize((size[1], size[0]), Image.BILINEAR)
+                    a = np.asarray(im)
     except DataError:
         raise
-    except Exception as e:      # not an image, truncated, a decompression bomb, ...
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(f"cannot read image {path}: it has more than {MAX_IMAGE_PIXELS:,} pixels, beyond the limit",
+                        hint="a decompression bomb, or an image far larger than a network's input") from None
+    except FileNotFoundError:
+        raise DataError(f"no image at {path}") from None
+    except OSError as e:
+        if e.errno == errno.EINVAL and "regular" in str(e):
+            raise DataError(f"{path} is not a regular file", hint="give image files (not folders, pipes or "
+                            "devices)") from None
         raise DataError(f"cannot read image {path}: {str(e)[:120]}") from None
+    except MemoryError:
+        raise DataError(f"cannot read image {path}: out of memory") from None
+    except Exception as e:      # not an image, truncated, an unsupported mode, ...
+        raise DataError(f"cannot read image {path}: {str(e)[:120]}") from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def load_images(paths, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """Image files as one uint8 N x `channels` x H x W batch (each resized to `size`), for prediction; the batch's
+    size is checked against the data budget before any image is read."""
+    paths = list(paths)
+    if not paths:
+        raise DataError("no images to read")
+    total = len(paths) * channels * size[0] * size[1]
+    budget, why = data_budget()
+    if total > budget:
+        raise DataError(f"{len(paths):,} images of {channels} x {size[0]} x {size[1]} take {total:,} bytes, beyond "
+                        f"{why}", hint="classify them in smaller groups")
+    Image = _pillow()
+    return np.stack([read_image(p, channels, size, Image) for p in paths])
 
 
 def load_image_folder(root: Path, size: Optional[tuple[int, int]] = None) -> Dataset:
@@ -613,10 +758,7 @@ def load_image_folder(root: Path, size: Optional[tuple[int, int]] = None) -> Dat
 
     Links are followed only while they stay inside `root`; the number of images, each image's size and the
     total are bounded (MAX_IMAGES, MAX_IMAGE_PIXELS, MAX_IMAGE_FILE_BYTES, MAX_DATA_BYTES)."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("reading image folders needs Pillow", hint="pip install pillow") from None
+    Image = _pillow()
     try:
         return _load_image_folder(Image, root, size)
     except OSError as e:
@@ -649,6 +791,7 @@ def _load_image_folder(Image, root: Path, size: Optional[tuple[int, int]]) -> Da
     if len(classes) > MAX_CLASSES:
         raise DataError(f"{root} has {len(classes):,} class folders, beyond the limit of {MAX_CLASSES:,}")
     seen = {"images": 0, "bytes": 0}
+    budget, why = data_budget()
 
     def read(tree):
         images, labels = [], []
@@ -669,11 +812,11 @@ def _load_image_folder(Image, root: Path, size: Optional[tuple[int, int]]) -> Da
                 seen["images"] += 1
                 if seen["images"] > MAX_IMAGES:
                     raise DataError(f"{root} has more than {MAX_IMAGES:,} images, beyond the limit")
-                images.append(_read_image(Image, p, size))
+                images.append(read_image(p, 3, size, Image))
                 seen["bytes"] += images[-1].nbytes
-                if seen["bytes"] > MAX_DATA_BYTES:
-                    raise DataError(f"the images under {root} take more than {MAX_DATA_BYTES:,} bytes, beyond the "
-                                    "limit", hint="give the spec a smaller input size: images are resized to it")
+                if seen["bytes"] > budget:
+                    raise DataError(f"the images under {root} take more than {budget:,} bytes, beyond {why}",
+                                    hint="give the spec a smaller input size: images are resized to it")
                 labels.append(label)
         if not images:
             raise DataError(f"no images under {tree}")

@@ -24,13 +24,28 @@ from ..errors import CnnDslError
 from ..ir import Graph, Node, verify
 from ..ir.names import module_paths
 from ..ir.ops import OPS
-from .weights import WeightsError, check_tensor, load_checkpoint, state_dict_of  # noqa: F401  (re-exported)
+from .weights import (WeightsError, _all_finite, check_norm, check_tensor, load_checkpoint,  # noqa: F401
+                      state_dict_of)
+
+MAX_LR = 1e3                # the largest learning rate (the CLI's --lr); times --backbone-lr for the backbone
+DIVERGED_FACTOR = 1e3       # a training loss this many times its reference (see Trainer.reference_loss) diverged
 
 
 class TrainError(CnnDslError):
     """A training run cannot start or continue as asked."""
 
     kind = "train error"
+
+
+class DeviceError(TrainError):
+    """The device asked for does not exist or cannot be used."""
+
+    kind = "device error"
+
+
+class WeightsFitError(WeightsError, TrainError):
+    """Weights (or a checkpoint's statistics) that do not fit the spec: a weights error to the user, and a
+    TrainError to callers of the trainer."""
 
 
 @dataclass
@@ -153,18 +168,18 @@ def pick_device(name: str) -> str:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
-        raise TrainError(f"unknown device {str(name)[:40]!r}", hint="use auto, cpu, cuda or cuda:N") from None
+        raise DeviceError(f"unknown device {str(name)[:40]!r}", hint="use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainError("CUDA was asked for but torch sees no GPU", hint="use --device cpu or auto")
+            raise DeviceError("CUDA was asked for but torch sees no GPU", hint="use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainError(f"there is no {name}: torch sees {torch.cuda.device_count()} GPU(s)",
+            raise DeviceError(f"there is no {name}: torch sees {torch.cuda.device_count()} GPU(s)",
                              hint="use cuda:0 .. cuda:N-1, or cuda")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise TrainError("MPS was asked for but torch cannot use it", hint="use --device cpu or auto")
+            raise DeviceError("MPS was asked for but torch cannot use it", hint="use --device cpu or auto")
     elif device.type != "cpu":
-        raise TrainError(f"device {name!r} is not supported", hint="use auto, cpu, cuda or cuda:N")
+        raise DeviceError(f"device {str(name)[:40]!r} is not supported", hint="use auto, cpu, cuda or cuda:N")
     return name
 
 
@@ -258,21 +273,21 @@ def check_fits(model, state, what: str = "the weights", strict: bool = True) -> 
     """A TrainError unless `state` (name -> tensor) fits `model`: the first key whose shape differs is named
     with both shapes; with `strict`, no key may be missing or unexpected."""
     if not isinstance(state, dict):
-        raise TrainError(f"{what} are a {type(state).__name__}, not a state dict")
+        raise WeightsFitError(f"{what} are a {type(state).__name__}, not a state dict")
     try:
         for k, v in state.items():
             check_tensor(k, v)
     except WeightsError as e:
-        raise TrainError(f"{what}: {e.message}", hint=e.hint) from None
+        raise WeightsFitError(f"{what}: {e.message}", hint=e.hint) from None
     own = model.state_dict()
     for k, v in own.items():
         if k in state and tuple(state[k].shape) != tuple(v.shape):
-            raise TrainError(f"{what} do not fit the spec: '{k}' is {tuple(state[k].shape)} there but "
+            raise WeightsFitError(f"{what} do not fit the spec: '{k}' is {tuple(state[k].shape)} there but "
                              f"{tuple(v.shape)} in the spec's model",
                              hint="were they trained from another spec, or with another --classes?")
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     if strict and (missing or unexpected):
-        raise TrainError(f"{what} do not fit the spec: {len(missing)} missing (e.g. {missing[:2]}), "
+        raise WeightsFitError(f"{what} do not fit the spec: {len(missing)} missing (e.g. {missing[:2]}), "
                          f"{len(unexpected)} unexpected (e.g. {[k[:80] for k in unexpected[:2]]})")
 
 
@@ -284,7 +299,7 @@ def build_model(graph: Graph, weights: Optional[dict] = None):
         try:
             model.load_state_dict(weights, strict=False)
         except RuntimeError as e:
-            raise TrainError(f"the weights do not fit the spec: {str(e).strip()[:200]}") from None
+            raise WeightsFitError(f"the weights do not fit the spec: {str(e).strip()[:200]}") from None
     return model
 
 
@@ -297,31 +312,36 @@ def fit_head(graph: Graph, state: dict) -> Graph:
         return graph
     shape = tuple(getattr(weight, "shape", ()))
     if len(shape) != 2 or not 1 <= shape[0] <= MAX_CLASSES:
-        raise TrainError(f"the checkpoint's classifier '{key}' has shape {shape}; it should be outputs x inputs")
+        raise WeightsFitError(f"the checkpoint's classifier '{key}' has shape {shape}; it should be outputs x "
+                              "inputs")
     return graph if shape[0] == graph.output.shape[0] else replace_head(graph, shape[0])
 
 
 def checkpoint_norm(payload: dict, channels: int):
     """The normalisation a checkpoint was trained with, as (mean, std) of shape 1 x C x 1 x 1, or None if it
-    carries none; a TrainError if it does not match the spec's `channels`."""
-    import torch
+    carries none; a WeightsFitError if it is not sane statistics (see weights.check_norm) or does not match the
+    spec's `channels`."""
     if "norm_mean" not in payload and "norm_std" not in payload:
         return None
     mean, std = payload.get("norm_mean"), payload.get("norm_std")
-    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (mean, std)):
-        raise TrainError("the checkpoint's norm_mean and norm_std must both be float tensors")
+    try:
+        check_norm(mean, std)
+    except WeightsError as e:
+        raise WeightsFitError(e.message, hint=e.hint) from None
     if mean.numel() != channels or std.numel() != channels:
-        raise TrainError(f"the checkpoint normalises {mean.numel()} channels but the spec's input has {channels}",
-                         hint="was it trained from another spec?")
-    if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all()) and bool((std > 0).all())):
-        raise TrainError("the checkpoint's norm_mean and norm_std must be finite (and std > 0)")
+        raise WeightsFitError(f"the checkpoint normalises {mean.numel()} channels but the spec's input has "
+                              f"{channels}", hint="was it trained from another spec?")
     return mean.float().reshape(1, -1, 1, 1), std.float().reshape(1, -1, 1, 1)
 
 
 # ------------------------------------------------------------- training --
 
 class Interrupted(Exception):
-    """Training stopped on SIGINT after saving a checkpoint."""
+    """Training stopped on SIGINT after saving a checkpoint (`saved`) at `epoch` (0-based) and `step`."""
+
+    def __init__(self, saved: str = "", epoch: int = 0, step: int = 0):
+        super().__init__(f"interrupted at epoch {epoch + 1}, step {step}; saved {saved}")
+        self.saved, self.epoch, self.step = saved, epoch, step
 
 
 GROUP_KEYS = {"sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov"),     # what each optimizer's step
@@ -395,6 +415,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=config.amp == "fp16" and self.device.startswith("cuda"))
         self.epoch, self.step, self.global_step, self.best = 0, 0, 0, -1.0
         self.stop_requested = False
+        self.reference_loss = max(1.0, math.log(dataset.num_classes))     # see diverged_above
+        self.diverged_at: Optional[dict] = None
         self.progress_every = 20            # steps between progress events (each one syncs the device)
 
     # -------------------------------------------------------------- setup --
@@ -523,6 +545,14 @@ class Trainer:
         if payload["step"] > self.steps_per_epoch:
             raise TrainError(f"the checkpoint stopped at step {payload['step']} of an epoch, but an epoch now has "
                              f"{self.steps_per_epoch} steps", hint="resume with the --batch-size the run used")
+        epoch, step, global_step = payload["epoch"], payload["step"], payload["global_step"]
+        if epoch > self.config.epochs or (epoch == self.config.epochs and step):
+            raise TrainError(f"the checkpoint is at epoch {epoch:,} but the run has {self.config.epochs:,} epochs",
+                             hint=f"resume with --epochs {epoch:,} or more" if epoch <= 10 ** 6 else None)
+        most = epoch * max(len(self.dataset.train.labels), self.steps_per_epoch) + step    # any batch size
+        if not step <= global_step <= most:
+            raise TrainError(f"the checkpoint's global_step {global_step:,} does not fit epoch {epoch:,}, step "
+                             f"{step:,} (at most {most:,} steps)")
         if not (_finite(payload["best"]) and -1 <= payload["best"] <= 1):
             raise TrainError(f"the checkpoint's best accuracy must be a number in [-1, 1], got "
                              f"{str(payload['best'])[:40]}")
@@ -539,7 +569,7 @@ class Trainer:
             if not (isinstance(cuda, (list, tuple)) and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8
                                                              for t in cuda)):
                 raise TrainError("the checkpoint's cuda_rng is not a list of GPU random states (byte tensors)")
-        self._check_optimizer(payload["optimizer"])
+        self._check_optimizer(payload["optimizer"], payload["global_step"])
         for key, current in (("scheduler", self.scheduler.state_dict()), ("scaler", self.scaler.state_dict())):
             saved = payload[key]
             if not isinstance(saved, dict):
@@ -552,10 +582,59 @@ class Trainer:
             if wrong is not None:
                 raise TrainError(f"the checkpoint's {key} state has a missing, unknown or malformed "
                                  f"'{str(wrong)[:40]}'")
+        self._check_schedule(payload["scheduler"], payload["global_step"])
+        if self.scaler.state_dict():
+            self._check_scaler(payload["scaler"])
 
-    def _check_optimizer(self, saved) -> None:
-        """The optimizer's state must be this optimizer's: the same groups and settings, and per-parameter buffers
-        (momentum, Adam's moments) of the parameters' shapes, all finite."""
+    def max_lr(self) -> float:
+        """The largest learning rate a group of this run may have: MAX_LR, times --backbone-lr if above 1."""
+        return MAX_LR * max(1.0, self.config.backbone_lr)
+
+    def _check_lr(self, what: str, value) -> None:
+        top = self.max_lr()
+        if not (_finite(value) and 0 <= value <= top):
+            raise TrainError(f"the checkpoint's {what} must be a number from 0 to {top:g}, got {str(value)[:40]}",
+                             hint="a learning rate this large overflows; the checkpoint is damaged")
+
+    def _check_schedule(self, saved: dict, global_step: int) -> None:
+        """The scheduler's numbers: as many learning rates as groups, each within max_lr(), and its step count
+        that of the run (the scheduler steps once per training step)."""
+        groups = len(self.optimizer.param_groups)
+        for key in ("base_lrs", "_last_lr"):
+            values = saved.get(key, [])
+            if not isinstance(values, (list, tuple)) or len(values) != groups:
+                raise TrainError(f"the checkpoint's scheduler has {str(values)[:40]} as {key}; it needs {groups} "
+                                 "learning rates")
+            for value in values:
+                self._check_lr(f"scheduler {key}", value)
+        last = saved.get("last_epoch", global_step)
+        if last != global_step:
+            raise TrainError(f"the checkpoint's scheduler is at step {str(last)[:40]} but the run at step "
+                             f"{global_step:,}", hint="the scheduler steps once per training step: the checkpoint is "
+                                                      "damaged")
+        count = saved.get("_step_count", global_step + 1)
+        if not (isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= global_step + 1):
+            raise TrainError(f"the checkpoint's scheduler _step_count {str(count)[:40]} does not fit step "
+                             f"{global_step:,}")
+
+    def _check_scaler(self, saved: dict) -> None:
+        """fp16's gradient scaler: a positive finite scale a float32 can hold, growth above 1, backoff in (0, 1)."""
+        bounds = {"scale": (0, 2.0 ** 64, True), "growth_factor": (1, 1e3, True), "backoff_factor": (0, 1, True),
+                  "growth_interval": (1, 10 ** 9, False), "_growth_tracker": (0, 10 ** 9, False)}
+        for key, (low, high, open_low) in bounds.items():
+            value = saved.get(key)
+            if not (_finite(value) and (low < value if open_low else low <= value) and value <= high):
+                raise TrainError(f"the checkpoint's scaler {key} must be a number in "
+                                 f"{'(' if open_low else '['}{low:g}, {high:g}], got {str(value)[:40]}")
+
+    # the ranges of the optimizer settings a checkpoint restores: (low, high, low is open, high is open)
+    SETTING_RANGES = {"weight_decay": (0, 10, False, False), "momentum": (0, 1, False, True),
+                      "dampening": (0, 1, False, False), "eps": (0, 1, True, False), "betas": (0, 1, False, True)}
+
+    def _check_optimizer(self, saved, global_step: int = 0) -> None:
+        """The optimizer's state must be this optimizer's: the same groups and settings (learning rates within
+        max_lr(), the other numbers within SETTING_RANGES), and per-parameter buffers (momentum, Adam's moments)
+        of the parameters' shapes, all finite (Adam's second moments >= 0, its step count at most the run's)."""
         import torch
         groups = self.optimizer.param_groups
         if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
@@ -578,6 +657,17 @@ class Trainer:
                     raise TrainError(f"the checkpoint's optimizer setting '{key}' is malformed: {str(value)[:40]}")
             if not (_finite(old.get("lr", 0)) and old.get("lr", 0) >= 0):
                 raise TrainError("the checkpoint's learning rate must be a finite number >= 0")
+            for key in ("lr", "initial_lr"):
+                if key in old:
+                    self._check_lr(f"optimizer {key}", old[key])
+            for key, (low, high, low_open, high_open) in self.SETTING_RANGES.items():
+                values = old.get(key, ())
+                for value in values if isinstance(values, (list, tuple)) else (values,):
+                    if not (_finite(value) and (low < value if low_open else low <= value)
+                            and (value < high if high_open else value <= high)):
+                        raise TrainError(f"the checkpoint's optimizer setting '{key}' must be in "
+                                         f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, "
+                                         f"got {str(value)[:40]}")
             params.update(zip(ids, group["params"]))
         needed = {"sgd": set(), "adamw": {"step", "exp_avg", "exp_avg_sq"}}[self.config.optimizer]
         for pid, state in saved["state"].items():
@@ -589,9 +679,9 @@ class Trainer:
                     continue
                 ok = isinstance(value, torch.Tensor) and value.is_floating_point() and bool(torch.isfinite(value).all())
                 if ok and key == "step":
-                    ok = value.numel() == 1 and float(value) >= 0
+                    ok = value.numel() == 1 and 0 <= float(value) <= global_step
                 elif ok:
-                    ok = value.shape == params[pid].shape
+                    ok = value.shape == params[pid].shape and (key != "exp_avg_sq" or bool((value >= 0).all()))
                 if not ok:
                     raise TrainError(f"the checkpoint's optimizer buffer '{str(key)[:40]}' does not fit its parameter "
                                      f"(shape {tuple(params[pid].shape)})")
@@ -631,23 +721,26 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop --
     def run(self) -> dict:
+        """Train to config.epochs; returns the summary. Ctrl-C saves last.pt and raises Interrupted; a training
+        loss that turns non-finite or explodes (see diverged_above) stops the run, saves last.pt if the weights
+        are still finite, and returns a summary with "diverged": true and "diverged_at"."""
         import torch
         import torch.nn.functional as F
         c = self.config
         n = len(self.y)
         previous = signal.getsignal(signal.SIGINT)
-        if self.rank == 0:
-            try:
-                signal.signal(signal.SIGINT, self._on_sigint)
-            except ValueError:      # not the main thread: no handler
-                previous = None
+        try:        # every process: a Ctrl-C reaches them all, and they agree to stop at the same step
+            signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:      # not the main thread: no handler
+            previous = None
         start = time.perf_counter()
         images_seen = 0
+        first = True
         try:
             self.progress({"event": "start", "epochs": c.epochs, "steps_per_epoch": self.steps_per_epoch,
                            "device": self.device, "params": sum(p.numel() for p in self.model.parameters()),
                            "epoch": self.epoch, "step": self.step})
-            while self.epoch < c.epochs:
+            while self.epoch < c.epochs and self.diverged_at is None:
                 order = torch.randperm(n, generator=_generator("cpu", c.seed, self.epoch)).to(self.y.device)
                 self.net.train()
                 loss_sum = torch.zeros((), device=self.device)
@@ -678,16 +771,31 @@ class Trainer:
                     images_seen += len(idx)
                     self.step += 1
                     self.global_step += 1
-                    if self.step % self.progress_every == 0 or self.step == self.steps_per_epoch:
+                    report = self.step % self.progress_every == 0 or self.step == self.steps_per_epoch
+                    if not (report or first):
+                        if self.world == 1 and self.stop_requested:
+                            self._interrupt()
+                        continue
+                    running = loss_sum.item() / max(count, 1)       # syncs the device: only every few steps
+                    if first and math.isfinite(running):
+                        self.reference_loss = max(self.reference_loss, running)
+                    first = False
+                    stop, diverged = self.stop_requested, self._diverged(running)
+                    if self.world > 1:      # every process stops at the same step, or the others would wait
+                        stop, diverged, running = self._agree(stop, diverged, running)
+                    if diverged:
+                        self._stop_diverged(running)
+                        break
+                    if report:
                         elapsed = time.perf_counter() - epoch_start
                         self.progress({"event": "step", "epoch": self.epoch, "step": self.step,
-                                       "loss": loss_sum.item() / max(count, 1),
-                                       "accuracy": correct.item() / max(count, 1),
+                                       "loss": running, "accuracy": correct.item() / max(count, 1),
                                        "images_per_s": count * self.world / max(elapsed, 1e-9),
                                        "lr": self.optimizer.param_groups[0]["lr"]})
-                    if self.stop_requested:
-                        self.save("last.pt")
-                        raise Interrupted()
+                    if stop or (self.world == 1 and self.stop_requested):
+                        self._interrupt()
+                if self.diverged_at is not None:
+                    break
                 train_loss, train_acc = loss_sum.item() / max(count, 1), correct.item() / max(count, 1)
                 epoch_time = time.perf_counter() - epoch_start
                 metrics = evaluate(self.model, self.dataset.test, self.pre, self.device, amp=c.amp,
@@ -707,11 +815,45 @@ class Trainer:
                     self.save("best.pt")
                 self.progress({"event": "epoch", **record, "best": self.best})
         finally:
-            if previous is not None and self.rank == 0:
+            if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         total = time.perf_counter() - start
         return {"epochs": self.epoch, "best_test_accuracy": self.best, "seconds": total,
-                "images_per_s": images_seen / max(total, 1e-9), "device": self.device, "run_dir": str(self.out)}
+                "images_per_s": images_seen / max(total, 1e-9), "device": self.device, "run_dir": str(self.out),
+                "diverged": self.diverged_at is not None, "diverged_at": self.diverged_at}
+
+    def _interrupt(self):
+        self.save("last.pt")
+        raise Interrupted(str(self.out / "last.pt"), self.epoch, self.step)
+
+    def diverged_above(self) -> float:
+        """The training loss above which the run has diverged: DIVERGED_FACTOR times the reference (the loss of
+        a uniform guess, ln(classes), at least 1, or the run's first loss if that is higher)."""
+        return DIVERGED_FACTOR * self.reference_loss
+
+    def _diverged(self, loss: float) -> bool:
+        return not math.isfinite(loss) or loss > self.diverged_above()
+
+    def _agree(self, stop: bool, diverged: bool, loss: float) -> tuple[bool, bool, float]:
+        """The processes' flags and largest loss, the same in every process (one all-reduce)."""
+        import torch
+        import torch.distributed as dist
+        flags = torch.tensor([float(stop), float(diverged), loss if math.isfinite(loss) else math.inf],
+                             device=self.device, dtype=torch.float64)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop, diverged, loss = flags.tolist()
+        return bool(stop), bool(diverged), loss if math.isfinite(loss) else math.inf
+
+    def _stop_diverged(self, loss: float) -> None:
+        """Record where training diverged and save last.pt, unless the weights are no longer finite (then the
+        last.pt of the previous epoch, if any, stays)."""
+        finite = all(_all_finite(v) for v in self.model.state_dict().values() if v.is_floating_point())
+        if finite:
+            self.save("last.pt")
+        self.diverged_at = {"epoch": self.epoch + 1, "step": self.step,
+                            "loss": loss if math.isfinite(loss) else str(loss), "limit": self.diverged_above(),
+                            "saved": finite}
+        self.progress({"event": "diverged", **self.diverged_at})
 
     def _on_sigint(self, signum, frame):
         if self.stop_requested:          # a second Ctrl-C: stop now
@@ -763,38 +905,150 @@ def evaluate(model, split: Split, pre, device: str, batch: int = 512, amp: str =
 
 # ----------------------------------------------------------------- DDP --
 
+ERROR_CLASSES = {cls.__name__: cls for cls in (TrainError, DeviceError, WeightsFitError, WeightsError, DataError)}
+
+
+def max_processes(device: str) -> int:
+    """How many DDP processes this machine can run: one per GPU on CUDA, one per CPU this process may use."""
+    import torch
+    if device.startswith("cuda"):
+        return torch.cuda.device_count()
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _write_error(result_file: str, rank: int, error: CnnDslError) -> None:
+    with contextlib.suppress(OSError):
+        Path(f"{result_file}.error.{rank}").write_text(json.dumps({
+            "class": type(error).__name__, "kind": error.kind, "message": error.message, "hint": error.hint,
+            "notes": list(error.notes)}))
+
+
 def distributed_worker(rank: int, world: int, init_file: str, spec: tuple, dataset: Dataset, config: TrainConfig,
                        out: str, result_file: str) -> None:
-    """One process of a DistributedDataParallel run (gloo on CPU, nccl on CUDA); rank 0 logs and saves."""
-    import torch
-    import torch.distributed as dist
+    """One process of a DistributedDataParallel run (gloo on CPU, nccl on CUDA); rank 0 logs and saves.
 
-    from ..api import compile_text
-    source, filename, (c, h, w) = spec      # the IR is rebuilt here: compiling is cheaper than pickling it
-    graph = compile_text(source, filename=filename, input_shape=(h, w, c))
-    backend = "nccl" if pick_device(config.device).startswith("cuda") else "gloo"
-    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
+    A CnnDslError is written to `result_file`.error.RANK for the parent to raise as the same diagnostic; rank 0
+    writes the summary (or where it was interrupted) to `result_file`.json."""
     try:
-        trainer = Trainer(graph, dataset, config, Path(out), rank=rank, world=world)
-        summary = trainer.run()
-        if rank == 0:
-            torch.save(trainer.model.state_dict(), result_file)
-            Path(result_file + ".json").write_text(json.dumps(summary))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+        import torch.distributed as dist
+
+        from ..api import compile_text
+        source, filename, (c, h, w) = spec      # the IR is rebuilt here: compiling is cheaper than pickling it
+        graph = compile_text(source, filename=filename, input_shape=(h, w, c))
+        backend = "nccl" if pick_device(config.device).startswith("cuda") else "gloo"
+        dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
+        try:
+            trainer = Trainer(graph, dataset, config, Path(out), rank=rank, world=world)
+            try:
+                summary = trainer.run()
+            except Interrupted as e:
+                summary = {"interrupted": True, "saved": e.saved, "epoch": e.epoch, "step": e.step}
+            if rank == 0:
+                Path(result_file + ".json").write_text(json.dumps(summary))
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    except CnnDslError as e:
+        _write_error(result_file, rank, e)
+        raise
+    except MemoryError:
+        _write_error(result_file, rank, TrainError(f"training process {rank} ran out of memory",
+                                                   hint="use fewer --nproc or a smaller --batch-size"))
+        raise
+
+
+def _worker_failure(result_file: str, error: Exception, interrupted: bool) -> BaseException:
+    """The error to raise for a failed DDP run: the first process's CnnDslError, as that class with its hint;
+    a process killed by a signal as a TrainError; anything else (a bug) as a one-line RuntimeError."""
+    failed = getattr(error, "error_index", None)
+    import glob
+    for rank in sorted(int(p.rsplit(".", 1)[1]) for p in glob.glob(glob.escape(result_file) + ".error.*")):
+        try:
+            info = json.loads(Path(f"{result_file}.error.{rank}").read_text())
+        except (OSError, ValueError):
+            continue
+        cls = ERROR_CLASSES.get(info.get("class"), TrainError)
+        out = cls(str(info.get("message")), hint=info.get("hint"), notes=tuple(info.get("notes") or ()))
+        if out.kind != info.get("kind") and isinstance(info.get("kind"), str):
+            out.kind = info["kind"]
+        return out
+    if interrupted:
+        return KeyboardInterrupt()
+    signal_name = getattr(error, "signal_name", None)
+    if signal_name:
+        return TrainError(f"training process {failed} was killed by {signal_name}",
+                          hint="out of memory? use fewer --nproc or a smaller --batch-size"
+                          if signal_name == "SIGKILL" else None)
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return RuntimeError(f"training process {failed} failed: {lines[-1] if lines else type(error).__name__}")
 
 
 def train_distributed(graph: Graph, dataset: Dataset, config: TrainConfig, out: Path, nproc: int) -> dict:
-    """Run `nproc` DDP processes on this machine (torch.multiprocessing); returns rank 0's summary."""
+    """Run `nproc` DDP processes on this machine (torch.multiprocessing); returns rank 0's summary.
+
+    Everything that can be checked is checked here, before any process starts: the settings, the device and
+    the number of processes (at most one per CPU, or per GPU with CUDA), the spec as the workers will compile
+    it, the data, the classes, the --init weights and the run folder. A worker's CnnDslError is raised here as
+    the same diagnostic; Ctrl-C saves last.pt and raises Interrupted."""
+    import dataclasses
+    import logging
     import tempfile
 
     import torch.multiprocessing as mp
-    out.mkdir(parents=True, exist_ok=True)
+
+    from ..api import compile_text
+    check_config(config)
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise TrainError(f"the number of processes must be a whole number >= 1, got {nproc!r}")
+    device = pick_device(config.device)
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise DeviceError(f"--nproc runs on the CPU or on CUDA GPUs, not on {device}", hint="use --device cpu or cuda")
+    if device.startswith("cuda") and ":" in device:
+        raise DeviceError(f"--nproc uses one GPU per process (cuda:0, cuda:1, ...); it cannot run on {device} alone",
+                          hint="use --device cuda")
+    most = max_processes(device)
+    if nproc > most:
+        units = "GPU(s)" if device.startswith("cuda") else "CPU(s) this process may use"
+        raise TrainError(f"--nproc {nproc:,} is more than the {most} {units}",
+                         hint=f"use --nproc {most} or fewer: each process loads torch and its own copy of the data")
+    spec = (graph.source, graph.filename, tuple(graph.input_shape))
+    c, h, w = spec[2]
+    worker_graph = compile_text(graph.source, filename=graph.filename, input_shape=(h, w, c))
+    # the run as rank 0 will set it up, on the CPU: data, classes, --init weights, --freeze, the run folder
+    probe = Trainer(worker_graph, dataset, dataclasses.replace(config, device="cpu", compile=False), out)
+    if probe.batch % nproc:
+        raise TrainError(f"--batch-size {probe.batch} does not split evenly over {nproc} processes",
+                         hint=f"use a multiple of {nproc}")
+    probe._out_dir()
+    del probe
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        result = os.path.join(tmp, "final.pt")
-        spec = (graph.source, graph.filename, tuple(graph.input_shape))
-        mp.spawn(distributed_worker, args=(nproc, init_file, spec, dataset, config, str(out), result),
-                 nprocs=nproc, join=True)
-        return json.loads(Path(result + ".json").read_text())
+        result = os.path.join(tmp, "final")
+        caught = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))  # workers save
+        spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+        level = spawn_log.level
+        spawn_log.setLevel(logging.ERROR)       # not "Terminating process ..." after a worker's diagnostic
+        try:
+            mp.spawn(distributed_worker, args=(nproc, init_file, spec, dataset, config, str(out), result),
+                     nprocs=nproc, join=True)
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+            raise _worker_failure(result, e, bool(caught)) from None
+        finally:
+            spawn_log.setLevel(level)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        try:
+            summary = json.loads(Path(result + ".json").read_text())
+        except (OSError, ValueError):
+            if caught:
+                raise KeyboardInterrupt from None
+            raise TrainError("the training processes ended without a result") from None
+    if summary.get("interrupted"):
+        raise Interrupted(summary["saved"], summary["epoch"], summary["step"])
+    return summary
