@@ -143,3 +143,26 @@ def test_fuzz_token_soup_only_our_errors(tokens):
         assert e.line >= 1 and e.column >= 1
     except Exception as e:  # pragma: no cover - a failure to report
         raise AssertionError(f"{type(e).__name__}: {e} on {text!r}")
+
+
+@pytest.mark.parametrize("sep", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_byte_order_mark_and_line_ends_keep_positions(tmp_path, cli, sep):
+    path = tmp_path / "win.cnn"
+    path.write_bytes(("\ufeff" + sep.join(["input 8x8x3", "conv3-8 # c", "fc10 maxpol"]) + sep).encode())
+    result = cli("check", str(path))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{path}:3:6: error: unknown layer 'maxpol'"), result.output
+    assert lines[1].endswith("| fc10 maxpol") and lines[2].endswith("|      ^~~~~~"), result.output
+    # on line 1 columns count from the character after the byte order mark, as an editor shows them
+    path.write_bytes("\ufeffconv3-8 + maxpol".encode())
+    result = cli("check", str(path))
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{path}:1:11: error: unknown layer 'maxpol'"), result.output
+    assert lines[1].endswith("| conv3-8 + maxpol") and lines[2].endswith("|           ^~~~~~"), result.output
+
+
+def test_a_byte_order_mark_elsewhere_is_still_refused():
+    with pytest.raises(cnndsl.CnnDslError, match="U\\+FEFF") as info:
+        cnndsl.compile_text("conv3-8\n\ufeffrelu")
+    assert (info.value.line, info.value.column) == (2, 1)

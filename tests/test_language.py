@@ -200,3 +200,56 @@ def test_replayed_block_calls_equal_lowering_them_again(text, monkeypatch):
     assert replayed.dump() == fresh.dump()
     assert [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in replayed.nodes] == \
         [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in fresh.nodes]
+
+
+def test_same_padding_keeps_the_size_or_is_refused():
+    for text in ("conv3-8[same]", "conv5-8[pad=same]", "conv3x5-8[same, dilation=2]", "conv2-8[same, dilation=2]",
+                 "conv(3, 8, pad=same)", "dwconv3[same]"):
+        g = cnndsl.compile_text("input 8x8x3\n" + text)
+        assert g["conv1"].shape[1:] == (8, 8), text
+    # at stride S an odd kernel's 'same' gives ceil(n/S), as in TensorFlow
+    assert cnndsl.compile_text("input 9x9x3\nconv3-8/2[same]")["conv1"].shape == (8, 5, 5)
+    # the implicit default is the documented d*(K-1)//2 on each side, also for an even kernel: the size shrinks
+    g = cnndsl.compile_text("input 8x8x3\nconv4-8")
+    assert g["conv1"].attrs["padding"] == (1, 1) and g["conv1"].shape == (8, 7, 7)
+    # an explicit 'same' that symmetric padding cannot keep is refused, never 7x7
+    for text in ("conv4-8[same]", "conv4-8[pad=same]", "conv3x2-8[same]", "conv2-8[same, dilation=3]"):
+        with pytest.raises(cnndsl.CnnDslError, match="'same' padding cannot keep the size") as info:
+            cnndsl.compile_text("input 8x8x3\n" + text)
+        assert "asymmetric padding" in info.value.hint
+
+
+def test_options_that_agree_are_accepted():
+    g = cnndsl.compile_text("input 8x8x4\ndwconv3[groups=dw] + dwconv3[groups=4] + conv3-8[nobias] + conv3-8[bias=false]"
+                            " + lrn[size=3] + lrn3 + dropout[p=0.3] + dropout0.3 | fc4[bias=false]")
+    assert [n.attrs["groups"] for n in g.nodes if n.op == "conv"] == [4, 4, 1, 1]
+    assert [n.attrs["bias"] for n in g.nodes if n.op in ("conv", "fc")] == [True, True, False, False, False]
+    assert {n.attrs["size"] for n in g.nodes if n.op == "lrn"} == {3}
+    assert {n.attrs["p"] for n in g.nodes if n.op == "dropout"} == {0.3}
+
+
+def test_real_options_at_the_float32_edges():
+    from cnndsl import limits
+    g = cnndsl.compile_text(f"bn[eps={limits.MIN_BN_EPS!r}, momentum=1.2e-38] + leakyrelu[slope=-1.2e-38]"
+                            " + dropout[p=0.9999999] + bn[momentum=0] + elu[alpha=0]")
+    assert g["bn1"].attrs["eps"] == 1e-12 and g["dropout1"].attrs["p"] == 0.9999999
+    assert limits.float32(0.9999999) < 1.0 and limits.float32(0.99999999999) == 1.0
+    assert limits.float32_trouble(1e-39) and limits.float32_trouble(-3.5e38) and limits.float32_trouble(0.0) is None
+    g = cnndsl.compile_text("augment flip=1, crop=1e-30, scale=0.5\nconv3-8")
+    assert g.settings["augment"] == "flip=1,crop=1e-30,scale=0.5"
+
+
+LINES = ["input 8x8x3", "conv3-8 # a comment that a lone CR must end", "fc10"]
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"], ids=["no-bom", "bom"])
+@pytest.mark.parametrize("sep", ["\n", "\r\n", "\r", "mixed"])
+def test_byte_order_mark_and_every_line_end(tmp_path, bom, sep):
+    want = cnndsl.compile_text("\n".join(LINES))
+    text = bom + ("\r\n".join(LINES[:2]) + "\r" + LINES[2] + "\n" if sep == "mixed" else sep.join(LINES))
+    path = tmp_path / "spec.cnn"
+    path.write_bytes(text.encode("utf-8"))
+    for g in (cnndsl.compile_text(text), cnndsl.compile(path)):
+        assert g.dump() == want.dump()
+        assert [(n.span.line, n.span.column) for n in g.nodes] == [(n.span.line, n.span.column) for n in want.nodes]
+    assert cnndsl.format_spec(text) == cnndsl.format_spec("\n".join(LINES))
