@@ -1092,21 +1092,180 @@ def external_file(folder: str, location: str) -> tuple[str, int]:
     return real, st.st_size
 
 
-def check_external_data(path: str) -> None:
-    """Refuse a model file whose tensors keep their data outside its folder (before ONNX Runtime reads it)."""
-    from onnx import TensorProto
+MAX_RUN_ELEMENTS = 1 << 28   # elements a size-making op may make from its constant sizes (1 GiB of float32)
+MAX_RUN_FACTOR = 1 << 16     # how many times Tile, Resize, Upsample, Pad or OneHot may multiply their input
+
+# ops whose output size is set by values in the model: op -> ((input index, what the values are), ...), by
+# the ONNX opset the model imports (Resize moved its scales to input 2 in opset 11); see check_before_run
+_SIZE_INPUTS = {
+    "ConstantOfShape": ((0, "shape"),), "Expand": ((1, "shape"),), "Tile": ((1, "repeats"),),
+    "Range": ((0, "range"), (1, "range"), (2, "range")), "OneHot": ((1, "depth"),), "Pad": ((1, "pads"),),
+    "Upsample": ((1, "scales"),), "CenterCropPad": ((1, "shape"),), "Col2Im": ((1, "shape"), (2, "shape")),
+}
+_SIZE_ATTRIBUTES = {"RandomNormal": ("shape", "shape"), "RandomUniform": ("shape", "shape"),
+                    "Upsample": ("scales", "scales"), "Pad": ("pads", "pads"), "Multinomial": ("sample_size", "depth")}
+
+
+def _tensors(graph_or_node_attrs):
+    """Every TensorProto an attribute list holds (sparse tensors as their values and indices)."""
+    for a in graph_or_node_attrs:
+        if a.HasField("t"):
+            yield a.t
+        yield from a.tensors
+        sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors)
+        for sp in sparse:
+            yield sp.values
+            yield sp.indices
+
+
+def check_before_run(path: str) -> None:
+    """Refuse a model that `cnndsl run` should not hand to ONNX Runtime; ONNX Runtime then loads the same file.
+
+    Guarded, in the main graph, the branches of If (at any depth) and the model's local functions:
+      * external data must lie in the model's folder (no absolute paths, '..', or symlinks out), for
+        initializers, sparse initializers and tensors in attributes alike;
+      * no Loop or Scan, nor any other node that carries a graph to run (SequenceMap, the com.microsoft
+        search ops): they repeat work as often as the model says (Loop with M = 2**62 never ends);
+      * ops whose output size comes from values (ConstantOfShape, Expand, Tile, Range, OneHot, Pad, Resize,
+        Upsample, CenterCropPad, Col2Im, and RandomNormal/RandomUniform/Multinomial from their attributes)
+        must take those values from constants (initializers or Constant nodes, at most MAX_VALUES numbers),
+        and the sizes they give are bounded: at most MAX_RUN_ELEMENTS elements made from a shape, and at most
+        MAX_RUN_FACTOR times the input for repeats, scales, pads and depths.
+    Not guarded (bounded only by the file's size, the input limit and ONNX Runtime itself): growth by chains
+    of ops (Concat of a value with itself, again and again, or Tile after Tile, each within its bound),
+    broadcasting of two large values against each other (an outer product), heavy but finite compute (a
+    huge Conv or MatMul over a large input), and output sizes set by other attributes (RoiAlign's output
+    size). `cnndsl run` also stops ONNX Runtime after its --timeout, which ends any run that overstays.
+    """
+    from .onnx_run import RunError
     model = _read(path)
     folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
-    for t in tensors:
+    opset = max([v.version for v in model.opset_import if v.domain in ("", "ai.onnx")] or [0])
+
+    def refuse(message: str, hint: Optional[str] = None):
+        return RunError(message, hint=hint).attach(None, path)
+
+    def check_external(t) -> None:
+        from onnx import TensorProto
         if t.data_location != TensorProto.EXTERNAL:
-            continue
+            return
         location = next((_text(e.value) for e in t.external_data if _text(e.key) == "location"), "")
         try:
             external_file(folder, location)
         except ValueError as e:
             raise ImportError_(f"tensor {_show(t.name)} has its external data at {_show(location)}, {e}",
                                hint="cnndsl runs models whose external data lies beside them").attach(None, path)
+
+    def static(consts: dict, node, index: int):
+        """The values of a constant input, or None when the input is computed or too large to read."""
+        from onnx import numpy_helper
+        value = node.input[index] if index < len(node.input) else ""
+        if not value:
+            return ()      # left out
+        t = consts.get(value)
+        if t is None:
+            return None
+        if isinstance(t, np.ndarray):
+            return t if t.size <= MAX_VALUES else None
+        from onnx import TensorProto
+        if t.data_location == TensorProto.EXTERNAL or _np_dtype(t.data_type) is None or \
+                any(d < 0 for d in t.dims) or math.prod(t.dims) > MAX_VALUES:
+            return None
+        try:
+            return numpy_helper.to_array(t)
+        except Exception:
+            return None
+
+    def sizes(node, what: str, values) -> None:
+        """Refuse sizes beyond the bounds: `values` are the constant numbers of an input or attribute."""
+        label = f"{_clean(node.op_type, 40)} {_show(node.name or (node.output[0] if node.output else ''))}"
+        try:
+            numbers = np.asarray(values, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise refuse(f"{label} has {what} that are not numbers") from None
+        if not np.all(np.isfinite(numbers)):
+            raise refuse(f"{label} has {what} that are not finite")
+        if what == "range":
+            return
+        if what == "pads":
+            half = len(numbers) // 2
+            grow = np.maximum(numbers[:half], 0) + np.maximum(numbers[half:2 * half], 0) + 1
+        else:
+            grow = np.maximum(numbers, 1 if what in ("repeats", "scales") else 0)
+        total = math.prod(float(g) for g in grow)
+        bound = MAX_RUN_ELEMENTS if what == "shape" else MAX_RUN_FACTOR
+        if total > bound:
+            size = "elements" if what == "shape" else "times its input"
+            raise refuse(f"{label} would make {total:,.0f} {size} (its {what}); cnndsl run allows at most "
+                         f"{bound:,}", "run a model this large with ONNX Runtime directly, if you trust it")
+
+    def check_range(consts: dict, node) -> None:
+        values = [static(consts, node, i) for i in range(3)]
+        if any(v is None or np.size(v) != 1 for v in values):
+            return
+        start, limit, delta = (float(np.ravel(v)[0]) for v in values)
+        if delta != 0 and all(map(math.isfinite, (start, limit, delta))):
+            count = max(0.0, math.ceil((limit - start) / delta))
+            if count > MAX_RUN_ELEMENTS:
+                raise refuse(f"Range {_show(node.name or node.output[0])} would make {count:,.0f} elements; "
+                             f"cnndsl run allows at most {MAX_RUN_ELEMENTS:,}")
+
+    # (nodes, initializers, attribute tensors' owners, constants seen from outer graphs)
+    todo = [(model.graph.node, list(model.graph.initializer), list(model.graph.sparse_initializer), {})]
+    todo += [(f.node, [], [], {}) for f in model.functions]
+    while todo:
+        nodes, inits, sparse, outer = todo.pop()
+        consts = dict(outer)
+        for t in inits:
+            check_external(t)
+            consts[t.name] = t
+        for sp in sparse:
+            check_external(sp.values)
+            check_external(sp.indices)
+        for node in nodes:
+            for t in _tensors(node.attribute):
+                check_external(t)
+            op = _text(node.op_type)
+            if op == "Constant" and node.output:
+                for a in node.attribute:
+                    if a.name == "value" and a.HasField("t"):
+                        consts[node.output[0]] = a.t
+                    elif a.name in ("value_int", "value_float"):
+                        consts[node.output[0]] = np.asarray(a.i if a.name == "value_int" else a.f)
+                    elif a.name in ("value_ints", "value_floats"):
+                        listed = a.ints if a.name == "value_ints" else a.floats
+                        consts[node.output[0]] = np.asarray(list(listed[:MAX_VALUES + 1]))
+            elif op == "Identity" and node.input and node.input[0] in consts and node.output:
+                consts[node.output[0]] = consts[node.input[0]]
+        for node in nodes:
+            op = _text(node.op_type)
+            label = f"{_clean(op, 40)} {_show(node.name or (node.output[0] if node.output else ''))}"
+            graphs = [a for a in node.attribute if a.HasField("g") or len(a.graphs)]
+            if op in ("Loop", "Scan") or (graphs and (op != "If" or node.domain not in ("", "ai.onnx"))):
+                raise refuse(f"the model uses {label}, which runs a graph as many times as the model says; "
+                             "cnndsl run does not run loops", "run it with ONNX Runtime directly, if you trust it")
+            for a in graphs:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    todo.append((g.node, list(g.initializer), list(g.sparse_initializer), consts))
+            inputs = _SIZE_INPUTS.get(op, ())
+            if op == "Resize":
+                inputs = ((1, "scales"),) if opset < 11 else ((2, "scales"), (3, "shape"))
+            for index, what in inputs:
+                values = static(consts, node, index)
+                if isinstance(values, tuple):       # an optional input left out
+                    continue
+                if values is None:
+                    raise refuse(f"{label} takes its {what} from {_show(node.input[index])}, which is not a small "
+                                 "constant, so its output size is not known before it runs",
+                                 "cnndsl run runs models whose sizes are constants")
+                sizes(node, what, values)
+            if op == "Range":
+                check_range(consts, node)
+            if op in _SIZE_ATTRIBUTES:
+                name, what = _SIZE_ATTRIBUTES[op]
+                for a in node.attribute:
+                    if a.name == name:
+                        sizes(node, what, list(a.ints) or list(a.floats) or [a.i or a.f])
 
 
 def _display_name(model) -> str:

@@ -1,6 +1,11 @@
-"""Running ONNX models with ONNX Runtime: provider choice, inputs, top-k and timing (no printing)."""
+"""Running ONNX models with ONNX Runtime: provider choice, inputs, top-k and timing (no printing).
+
+The model is untrusted: from_onnx.check_before_run looks at it before ONNX Runtime loads it, every run can be
+stopped after a time limit, and what the model returns is checked before anything reads it as scores.
+"""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Optional
 
@@ -49,6 +54,10 @@ def load_session(path: str, provider: str = "auto"):
 MAX_INPUT_BYTES = 1 << 30     # an input array larger than this is refused before it is made
 
 
+def _shape_text(shape) -> str:
+    return "x".join(map(str, shape)) if len(shape) else "a scalar"
+
+
 def make_input(session, data: Optional[np.ndarray], batch: int, seed: int = 0,
                max_bytes: int = MAX_INPUT_BYTES) -> tuple[str, np.ndarray]:
     """The model's input name and array: `data` checked against the model's input, or random data.
@@ -64,56 +73,112 @@ def make_input(session, data: Optional[np.ndarray], batch: int, seed: int = 0,
     if meta.type not in types:
         raise RunError(f"the model's input '{printable(meta.name)}' is a {meta.type}; cnndsl run feeds float tensors")
     dtype = types[meta.type]
-    want = [d if isinstance(d, int) and d > 0 else None for d in meta.shape]
+    want = [d if isinstance(d, int) and d > 0 else None for d in (meta.shape or ())]
     shown = "x".join("N" if i == 0 and w is None else ("?" if w is None else str(w)) for i, w in enumerate(want))
+    shown = shown or "a scalar"
     if data is None:
         if None in want[1:]:
             raise RunError(f"the model's input is {shown}: its size is not fixed, so no random input can be made",
                            hint="give an input array with --input-file")
-        dims = [batch if want[0] is None else want[0], *want[1:]]
+        dims = [batch if want[0] is None else want[0], *want[1:]] if want else []
         size = int(np.prod(dims, dtype=object)) * np.dtype(dtype).itemsize
         if size > max_bytes:
             raise RunError(f"an input of {'x'.join(map(str, dims))} would take {size:,} bytes, more than the "
                            f"limit of {max_bytes:,}", hint="lower --batch, or check the model's input size")
-        data = np.random.default_rng(seed).standard_normal(dims).astype(dtype)
+        data = np.asarray(np.random.default_rng(seed).standard_normal(dims), dtype=dtype)
     else:
         if data.dtype.kind not in "fiub":
             raise RunError(f"the input array holds {data.dtype}, not numbers")
         if data.ndim == len(want) - 1:
             data = data[None]
         if data.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, data.shape)):
-            raise RunError(f"input has shape {'x'.join(map(str, data.shape))}, the model takes {shown}",
+            got = f"has shape {_shape_text(data.shape)}" if data.ndim else "is a scalar"
+            raise RunError(f"the input {got}, the model takes {shown}",
                            hint="reshape the array, or analyze the model to see its input")
+        if data.size == 0:
+            raise RunError(f"the input array is empty (shape {_shape_text(data.shape)})",
+                           hint="give at least one sample")
         if data.size * np.dtype(dtype).itemsize > max_bytes:
             raise RunError(f"the input array takes more than the limit of {max_bytes:,} bytes")
         data = data.astype(dtype)
     return meta.name, data
 
 
-def run(session, name: str, data: np.ndarray) -> np.ndarray:
+def _call(session, name: str, data: np.ndarray, timeout: Optional[float]) -> list:
+    """session.run, stopped by ONNX Runtime's terminate flag once `timeout` seconds have passed."""
+    import onnxruntime as ort
+    options = ort.RunOptions()
+    options.log_severity_level = 4      # the failure is reported here, once, not also in ONNX Runtime's log
+    timer = None
+    if timeout:
+        timer = threading.Timer(timeout, lambda: setattr(options, "terminate", True))
+        timer.daemon = True
+        timer.start()
     try:
-        return session.run(None, {name: data})[0]
+        return session.run(None, {name: data}, options)
     except Exception as e:
-        raise RunError(f"ONNX Runtime failed: {str(e).strip().splitlines()[0][:300]}") from None
+        if options.terminate:
+            raise RunError(f"ONNX Runtime was stopped after {timeout:g} s", hint="raise --timeout if the model is "
+                           "meant to take this long") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"ONNX Runtime failed: {printable(first, 300)}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        kind = "strings" if value.dtype.kind in "OSU" else "booleans" if value.dtype.kind == "b" else value.dtype.name
+        return f"a tensor of {kind} ({'shape ' + _shape_text(value.shape) if value.ndim else 'a scalar'})"
+    if isinstance(value, (list, tuple)):
+        return "a sequence"
+    if isinstance(value, dict):
+        return "a map"
+    return f"a {type(value).__name__}"
+
+
+def run(session, name: str, data: np.ndarray, timeout: Optional[float] = None) -> np.ndarray:
+    """The model's first output, which must be a tensor of numbers or booleans (not strings, a sequence or a map)."""
+    outputs = _call(session, name, data, timeout)
+    if not outputs:
+        raise RunError("the model returned no output")
+    result = outputs[0]
+    if not isinstance(result, np.ndarray) or result.dtype.kind not in "fiub":
+        raise RunError(f"the model's first output is {_describe(result)}; cnndsl run handles tensors of numbers",
+                       hint="run the model with ONNX Runtime directly")
+    return result
 
 
 def top_k(output: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    flat = output.reshape(output.shape[0], -1)
-    order = np.argsort(-flat, axis=1)[:, :k]
+    """The k largest scores of each sample: the output must hold numbers, one row (or more) per sample."""
+    if not isinstance(output, np.ndarray) or output.dtype.kind not in "fiu":
+        raise RunError(f"the model's output is {_describe(output)}, not scores to rank",
+                       hint="write it to a file with -o")
+    if output.ndim == 0:
+        raise RunError(f"the model's output is a scalar ({output.dtype.name}), not scores per sample",
+                       hint="write it to a file with -o")
+    if output.shape[0] == 0 or output.size == 0:
+        raise RunError(f"the model's output is empty (shape {_shape_text(output.shape)})",
+                       hint="check the input's batch and the model's output")
+    flat = output.reshape(output.shape[0], -1).astype(np.float64)
+    order = np.argsort(-flat, axis=1, kind="stable")[:, :k]
     return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(flat, order)]
 
 
-def benchmark(session, name: str, data: np.ndarray, seconds: float = 2.0, warmup: int = 3) -> dict:
+def benchmark(session, name: str, data: np.ndarray, seconds: float = 2.0, warmup: int = 3,
+              timeout: Optional[float] = None) -> dict:
     for _ in range(warmup):
-        session.run(None, {name: data})
+        _call(session, name, data, timeout)
     times = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(times) < 5:
         start = time.perf_counter()
-        session.run(None, {name: data})
+        _call(session, name, data, timeout)
         times.append(time.perf_counter() - start)
     times.sort()
     mean = sum(times) / len(times)
-    return {"runs": len(times), "batch": int(data.shape[0]), "mean_ms": mean * 1e3,
+    batch = int(data.shape[0]) if data.ndim else 1
+    return {"runs": len(times), "batch": batch, "mean_ms": mean * 1e3,
             "p50_ms": times[len(times) // 2] * 1e3, "p90_ms": times[int(len(times) * 0.9)] * 1e3,
-            "images_per_s": data.shape[0] / mean}
+            "images_per_s": batch / mean if mean > 0 else float("inf")}

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import OnnxExportError
+from ..errors import CnnDslError, OnnxExportError
 from ..ir import Graph, Node
 from ..ir.names import module_paths
 from ..ir.ops import OPS
@@ -95,7 +95,17 @@ def to_onnx(graph: Graph, *, weights: Optional[dict] = None, opset: int = DEFAUL
 
     `weights` maps state-dict keys (as the PyTorch backend names them) to arrays or tensors; without it the
     weights are drawn from `seed` with the PyTorch backend's scheme. `logits=True` leaves out a final softmax.
+    An error about a node (a weight missing or of the wrong shape) names the graph's file and shows its line.
     """
+    try:
+        return _to_onnx(graph, weights=weights, opset=opset, seed=seed, dynamic_batch=dynamic_batch, fp16=fp16,
+                        logits=logits)
+    except CnnDslError as e:
+        raise e.attach(graph.source or None, graph.filename)
+
+
+def _to_onnx(graph: Graph, *, weights: Optional[dict], opset: int, seed: int, dynamic_batch: bool, fp16: bool,
+             logits: bool):
     import onnx
     from onnx import TensorProto, helper
 

@@ -10,6 +10,71 @@ from ..errors import printable
 from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _read_text, _write_atomic, main  # noqa: F401
 
 
+def _regular(path: str, what: str):
+    """`path` is a regular file (a pipe or device would block or never end), else a RunError."""
+    import os
+    import stat
+
+    from ..backends.onnx_run import RunError
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        raise RunError(f"cannot read {printable(path)}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunError(f"{printable(path)} is not a regular file", hint=f"give the {what} as a file")
+
+
+def _read_array(path: str):
+    """The array in a .npy file: a regular file, its declared size within the input limit, no pickles."""
+    import os
+
+    import numpy as np
+
+    from ..backends import onnx_run
+    from ..files import open_regular
+    _regular(path, "input array")
+    limit = onnx_run.MAX_INPUT_BYTES
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit + 4096:
+                raise onnx_run.RunError(f"{printable(path)} is larger than the input limit of {limit:,} bytes")
+            declared = _declared_bytes(f)
+            if declared is not None and declared > size:
+                raise onnx_run.RunError(f"cannot read {printable(path)}: its header declares {declared:,} bytes of "
+                                        f"data, but the file is {size:,} bytes", hint="the file may be truncated")
+            f.seek(0)
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.ndarray):
+                data.close()
+                raise onnx_run.RunError(f"{printable(path)} is not a .npy array", hint="save it with numpy.save")
+            return data
+    except onnx_run.RunError:
+        raise
+    except Exception as e:
+        raise onnx_run.RunError(f"cannot read {printable(path)}: {printable(str(e), 200)}",
+                                hint="give a .npy array") from None
+
+
+def _declared_bytes(f):
+    """How many data bytes a .npy header declares (None when the file is not a .npy; np.load then says why)."""
+    import numpy as np
+    from numpy.lib import format as npy
+    if f.read(6) != npy.MAGIC_PREFIX:
+        return None
+    f.seek(0)
+    version = npy.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(f)
+    elif hasattr(npy, "_read_array_header"):      # version 3.0 (a UTF-8 header): no public reader
+        shape, _, dtype = npy._read_array_header(f, version)
+    else:
+        return None
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize if dtype.kind != "O" else None
+
+
 @main.command("run")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--input-file", type=click.Path(exists=True, dir_okay=False), help="Input array (.npy); random if absent.")
@@ -20,46 +85,41 @@ from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _re
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--bench", is_flag=True, help="Report latency and throughput.")
 @click.option("--seconds", type=FiniteFloat(0.01, 3600), default=2.0, show_default=True, help="How long --bench runs.")
+@click.option("--timeout", type=FiniteFloat(0.01, 86400), default=600.0, show_default=True,
+              help="Stop a run of the model that takes longer (seconds).")
 @_guard
-def run_model(model, input_file, batch, output, top_k, provider, bench, seconds):
-    """Run an ONNX MODEL with ONNX Runtime (CUDA when available, else CPU)."""
+def run_model(model, input_file, batch, output, top_k, provider, bench, seconds, timeout):
+    """Run an ONNX MODEL with ONNX Runtime (CUDA when available, else CPU).
+
+    The model is checked first: external data must lie beside it, and models that loop (Loop, Scan) or make
+    sizes from computed values are refused (see cnndsl.backends.from_onnx.check_before_run).
+    """
     import numpy as np
 
     from ..backends import onnx_run
+    _regular(model, "model")
     try:
-        from ..backends.from_onnx import check_external_data
-    except ModuleNotFoundError:      # no onnx package: ONNX Runtime's own check of external data paths stands
+        from ..backends.from_onnx import check_before_run
+        import onnx  # noqa: F401
+    except ModuleNotFoundError:      # no onnx package: ONNX Runtime's own checks stand
         pass
     else:
-        check_external_data(model)
+        check_before_run(model)
+    data = _read_array(input_file) if input_file else None
     session, used, why = onnx_run.load_session(model, provider)
     click.echo(f"provider: {used} ({why})", err=True)
-    data = None
-    if input_file:
-        import os
-        if os.path.getsize(input_file) > onnx_run.MAX_INPUT_BYTES + 4096:
-            raise onnx_run.RunError(f"{printable(input_file)} is larger than the input limit of "
-                                    f"{onnx_run.MAX_INPUT_BYTES:,} bytes")
-        try:
-            data = np.load(input_file, allow_pickle=False)
-        except Exception as e:
-            raise onnx_run.RunError(f"cannot read {printable(input_file)}: {printable(str(e), 200)}",
-                                    hint="give a .npy array") from None
-        if not isinstance(data, np.ndarray):
-            data.close()
-            raise onnx_run.RunError(f"{printable(input_file)} is not a .npy array", hint="save it with numpy.save")
     name, data = onnx_run.make_input(session, data, batch)
-    result = onnx_run.run(session, name, data)
+    result = onnx_run.run(session, name, data, timeout)
     if output:
         import io
         buf = io.BytesIO()
-        np.save(buf, result)
+        np.save(buf, result, allow_pickle=False)
         _write_atomic(output, buf.getvalue())
-        click.echo(f"wrote {printable(output)} ({'x'.join(map(str, result.shape))})", err=True)
+        click.echo(f"wrote {printable(output)} ({onnx_run._shape_text(result.shape)})", err=True)
     else:
         for i, row in enumerate(onnx_run.top_k(result, top_k)):
             click.echo(f"[{i}] " + "  ".join(f"{cls}:{score:.4f}" for cls, score in row))
     if bench:
-        b = onnx_run.benchmark(session, name, data, seconds)
+        b = onnx_run.benchmark(session, name, data, seconds, timeout=timeout)
         click.echo(f"{b['runs']} runs at batch {b['batch']}: mean {b['mean_ms']:.2f} ms, p50 {b['p50_ms']:.2f} ms, "
                    f"p90 {b['p90_ms']:.2f} ms, {b['images_per_s']:.1f} images/s ({used})")
