@@ -272,8 +272,10 @@ def test_float_forms_round_trip(literal, value):
 
 @st.composite
 def float_literal(draw, low: float, high: float):
-    """A float in [low, high] written any way the FLOAT terminal reads: 0.5, 5e-1, 5.0E-01, .5, 5."""
-    value = draw(st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False))
+    """A float in [low, high] written any way the FLOAT terminal reads: 0.5, 5e-1, 5.0E-01, .5, 5; 0 or a
+    normal float32 (layer options refuse what float32 would turn into a subnormal or 0)."""
+    value = draw(st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False)
+                 .filter(lambda v: v == 0 or v >= limits.FLOAT32_TINY))
     form = draw(st.sampled_from(["repr", "e", "E", "f"]))
     if form == "repr":
         text = repr(value)
@@ -290,8 +292,8 @@ def spec_with_floats(draw):
     text = draw(random_spec())
     lines = text.splitlines()
     body = lines[-1]
-    body = re.sub(r"\bbn\b", lambda m: f"bn[eps={draw(float_literal(0, 1))}, momentum={draw(float_literal(0, 1))}]",
-                  body)
+    body = re.sub(r"\bbn\b", lambda m: f"bn[eps={draw(float_literal(limits.MIN_BN_EPS, 1))}, "
+                  f"momentum={draw(float_literal(0, 1))}]", body)
     body = re.sub(r"\blrn\b", lambda m: f"lrn[alpha={draw(float_literal(0, 1e6))}, k={draw(float_literal(0, 1e6))}]",
                   body)
     body = re.sub(r"\bdropout0\.25\b", lambda m: f"dropout{draw(float_literal(0, 0.999))}", body)
