@@ -13,9 +13,30 @@ torch = pytest.importorskip("torch")
 from test_receptive_field import positive_model  # noqa: E402
 
 
+def measuring_model(graph, nodes):
+    """positive_model (every path adds, none cancels), with a dilated max pool measured as what it reads: a
+    depthwise convolution with the same dilated windows (an average pool has no dilation)."""
+    model = positive_model(graph, nodes)
+    plain = cnndsl.to_torch(graph, return_nodes=nodes)
+    for (name, theirs), (_, ours) in zip(plain.named_modules(), model.named_modules()):
+        if isinstance(theirs, torch.nn.MaxPool2d) and theirs.dilation not in (1, (1, 1)) and not theirs.ceil_mode:
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            channels = graph[next(n.name for n in graph.nodes if name.endswith(n.name.split(".")[-1]))].shape[0]
+            conv = torch.nn.Conv2d(channels, channels, theirs.kernel_size, theirs.stride, theirs.padding,
+                                   theirs.dilation, groups=channels, bias=False).double()
+            torch.nn.init.constant_(conv.weight, 1.0)
+            key = name.rpartition(".")[2]
+            if isinstance(parent, torch.nn.ModuleDict):
+                parent[key] = conv
+            else:
+                setattr(parent, key, conv)
+    return model
+
+
 def gradient_boxes(graph, name):
-    """For each unit (y, x) of node `name`: the bounding box of the input pixels its value depends on."""
-    model = positive_model(graph, [name])
+    """For each unit (y, x) of node `name`: the bounding box of the input pixels its value depends on
+    (None when it depends on none: a window wholly in padding)."""
+    model = measuring_model(graph, [name])
     c, h, w = graph.input_shape
     image = torch.ones(1, c, h, w, dtype=torch.float64, requires_grad=True)
     out = model(image)[name]
@@ -27,15 +48,17 @@ def gradient_boxes(graph, name):
             unit = out[0, :, y, x].sum() if out.dim() == 4 else out[0].sum()
             unit.backward(retain_graph=True)
             hit = image.grad[0].abs().sum(0).nonzero()
-            boxes[y, x] = ((hit[:, 0].min().item(), hit[:, 0].max().item()),
-                           (hit[:, 1].min().item(), hit[:, 1].max().item()))
+            boxes[y, x] = None if not len(hit) else ((hit[:, 0].min().item(), hit[:, 0].max().item()),
+                                                     (hit[:, 1].min().item(), hit[:, 1].max().item()))
     return boxes
 
 
 def clipped(box, graph):
+    """A field's bounds clipped to the image; None for a field with no pixel in it."""
     _, h, w = graph.input_shape
     (t, b), (l, r) = box
-    return (max(t, 0), min(b, h - 1)), (max(l, 0), min(r, w - 1))
+    (t, b), (l, r) = (max(t, 0), min(b, h - 1)), (max(l, 0), min(r, w - 1))
+    return None if t > b or l > r else ((t, b), (l, r))
 
 
 def check_every_unit(text):

@@ -158,6 +158,9 @@ def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
     return rf, bad
 
 
+EMPTY = (1 << 62, -(1 << 62))   # the field of a unit whose window lies wholly in padding: it sees nothing
+
+
 def unit_fields(g: Graph) -> dict[str, tuple[tuple[list, list], tuple[list, list]]]:
     """The exact field of every unit, per axis: node -> ((lo, hi) over rows, (lo, hi) over columns), where
     lo[i]..hi[i] are the inclusive input-image rows (columns) that unit row (column) i depends on.
@@ -197,14 +200,15 @@ def unit_fields(g: Graph) -> dict[str, tuple[tuple[list, list], tuple[list, list
             for first, final, step in cells:    # unit i reads first, first+step, ..., final (maybe padding)
                 a = first if first >= 0 else first + -(first // step) * step      # the first and last real cells
                 b = final if final <= last else final - -(-(final - last) // step) * step
-                if a > b:                   # a window wholly in the padding reads nothing: keep its nearest cell
-                    a = b = min(max(first, 0), last)
-                if image:   # bounds may reach into the image's padding, unless a dilated kernel steps past it
+                if a > b or (not image and lo_in[a] > hi_in[b]):   # a window wholly in padding reads nothing
+                    lo.append(EMPTY[0])
+                    hi.append(EMPTY[1])
+                elif image:  # bounds may reach into the image's padding, unless a dilated kernel steps past it
                     lo.append(first if a == 0 else a)
                     hi.append(final if b == last else b)
-                else:       # a feature map's padding holds no input
-                    lo.append(lo_in[a])
-                    hi.append(hi_in[b])
+                else:        # a feature map's padding holds no input
+                    lo.append(min(lo_in[i] for i in range(a, b + 1, step)))
+                    hi.append(max(hi_in[i] for i in range(a, b + 1, step)))
             axes.append((lo, hi))
         fields[n.name] = tuple(axes)
     return fields
@@ -234,7 +238,7 @@ def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) ->
         after.add(n.name)
         size, pad, jump, grid_like = [], [], [], True
         for axis, (lo, hi) in enumerate(fields[n.name]):
-            widths = {b - a for a, b in zip(lo, hi)}
+            widths = {b - a for a, b in zip(lo, hi) if a <= b} or {-1}
             steps = {b - a for a, b in zip(lo, lo[1:])} | {b - a for a, b in zip(hi, hi[1:])}
             grid_like = grid_like and len(widths) == 1 and len(steps) <= 1
             size.append(max(widths) + 1)

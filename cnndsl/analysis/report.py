@@ -44,7 +44,8 @@ class Report:
     def rf_box(self, name: str, y: int = 0, x: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
         """The input pixels unit (y, x) of node `name` depends on: ((top, bottom), (left, right)), inclusive,
         before clipping to the image (a field may reach into the image's padding). Exact for every unit,
-        including uneven and enlarging adaptive pooling; for a vector node (y, x) is (0, 0)."""
+        including uneven and enlarging adaptive pooling; for a vector node (y, x) is (0, 0). A unit whose
+        window lies wholly in padding sees nothing: its bounds then have top > bottom (or left > right)."""
         if self._fields is None:
             self._fields = passes.unit_fields(self.graph)
         (lo_h, hi_h), (lo_w, hi_w) = self._fields[name]

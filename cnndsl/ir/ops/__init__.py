@@ -14,12 +14,14 @@ from .base import (GLOBAL, LayerArgs, Op, OpError, adaptive_window, conv_out, fm
 FAMILIES = (structure, conv, linear, pool, norm, activation, merge)
 
 OPS: dict[str, Op] = {}
+EXAMPLES: dict[str, tuple[str, ...]] = {}      # op name -> spec text the conformance harness builds
 # Surface spellings (lower case, '-' and '_' removed) -> builder of (op name, attributes).
 SPELLINGS: dict[str, Callable[[LayerArgs, tuple], tuple[str, dict]]] = {}
 for _family in FAMILIES:
     for _op in _family.OPS:
         assert _op.name not in OPS, f"op {_op.name} is defined twice"
         OPS[_op.name] = _op
+    EXAMPLES.update(getattr(_family, "EXAMPLES", {}))
     for _word, _build in _family.SPELLINGS.items():
         assert _word not in SPELLINGS, f"spelling {_word} is defined twice"
         SPELLINGS[_word] = _build

@@ -106,3 +106,9 @@ def _using(op: Activation):
 OPS = list(ACTIVATIONS.values())
 SPELLINGS = {"none": _no_act, "identity": _no_act, "swish": _using(ACTIVATIONS["silu"]),
              "lrelu": _using(ACTIVATIONS["leakyrelu"]), **{name: _using(op) for name, op in ACTIVATIONS.items()}}
+
+
+# What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
+EXAMPLES = {name: (f"conv3-4 {name}", f"gap + fc5 {name}", f"{name} + conv1-2") for name in ACTIVATIONS}
+EXAMPLES["elu"] += ("conv1-3 elu[alpha=0.5]",)
+EXAMPLES["leakyrelu"] += ("conv1-3 leakyrelu[slope=0.2]",)

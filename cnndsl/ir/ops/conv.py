@@ -203,3 +203,9 @@ def _dwconv(args: LayerArgs, in_shape: tuple):
 
 OPS = [CONV]
 SPELLINGS = {"conv": _conv, "convolution": _conv, "dwconv": _dwconv, "depthwiseconv": _dwconv}
+
+
+# What the conformance harness (tests/test_conformance.py) builds to hold this family to every oracle: spec
+# text after an `input` line, covering every option.
+EXAMPLES = {"conv": ("conv3-4", "conv3x1-4/2[pad=0x1]", "conv3-4[dilation=2, nobias]", "conv2-4/2[valid]",
+                     "dwconv3", "dwconv3-6/2", "conv3-6[groups=3, pad=2]", "conv1-4[bias] bn")}

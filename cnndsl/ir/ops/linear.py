@@ -79,3 +79,7 @@ def _fc(args: LayerArgs, in_shape: tuple):
 
 OPS = [FULLY_CONNECTED]
 SPELLINGS = {"fc": _fc, "dense": _fc, "fullyconnected": _fc, "linear": _fc}
+
+
+# What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
+EXAMPLES = {"fc": ("fc5", "flatten + fc4[nobias]", "gap + fc6 + fc3", "fc4 bn")}

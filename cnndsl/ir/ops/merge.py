@@ -50,3 +50,8 @@ class Concat(Op):
 
 OPS = [Add(), Concat()]
 SPELLINGS: dict = {}     # written as add(...), sum(...), cat(...), concat(...) by the grammar
+
+
+# What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
+EXAMPLES = {"add": ("res(conv3-4 + conv3-4)", "res(conv3-6/2 bn + conv3-6 bn)", "add(conv1-6, conv3-6, none)"),
+            "concat": ("cat(conv1-2, maxpool3/1[pad=1])", "cat(none, conv3-2, conv1-1 + avgpool3/1[pad=1])")}

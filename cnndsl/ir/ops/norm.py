@@ -114,3 +114,8 @@ def _lrn(args: LayerArgs, in_shape: tuple):
 
 OPS = [BATCH_NORM, LOCAL_RESPONSE_NORM]
 SPELLINGS = {"bn": _bn, "batchnorm": _bn, "lrn": _lrn}
+
+
+# What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
+EXAMPLES = {"bn": ("bn", "bn[eps=0.001, momentum=0.01]", "gap + fc4 bn"),
+            "lrn": ("lrn", "lrn3[alpha=0.001, beta=0.5, k=1.5]", "lrn1")}   # ONNX Runtime runs odd sizes only

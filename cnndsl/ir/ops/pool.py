@@ -221,3 +221,12 @@ SPELLINGS = {
     "globalaveragepool": _using(ADAPTIVE_AVG, global_=True),
     "gmp": _using(ADAPTIVE_MAX, global_=True), "globalmaxpool": _using(ADAPTIVE_MAX, global_=True),
 }
+
+
+# What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
+EXAMPLES = {
+    "maxpool": ("maxpool", "maxpool3/2", "maxpool3/2[pad=1, ceil]", "maxpool2x3/1x2", "maxpool3/1[dilation=2]"),
+    "avgpool": ("avgpool", "avgpool3/2[pad=1]", "avgpool3/2[ceil]", "avgpool3/2[pad=1, ceil]", "avgpool2x1/1"),
+    "adaptive_avgpool": ("gap", "adaptiveavgpool3", "adaptiveavgpool2x5", "adaptiveavgpool9x4 + conv1-2"),
+    "adaptive_maxpool": ("gmp", "adaptivemaxpool3", "adaptivemaxpool4x2"),
+}

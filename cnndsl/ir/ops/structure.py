@@ -91,3 +91,8 @@ def _plain(op):
 
 OPS = [INPUT, DROPOUT, FLATTEN, SOFTMAX]
 SPELLINGS = {"dropout": _dropout, "drop": _dropout, "flatten": _plain(FLATTEN), "softmax": _plain(SOFTMAX)}
+
+
+# What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
+EXAMPLES = {"input": ("conv1-2",), "dropout": ("dropout", "dropout0.3", "gap + dropout[p=0.1] + fc3"),
+            "flatten": ("flatten", "conv1-2 + flatten + fc3"), "softmax": ("gap + fc4 | softmax",)}
