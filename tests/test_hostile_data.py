@@ -16,6 +16,7 @@ import pickletools
 import signal
 import struct
 import subprocess
+import sys
 import time
 import types
 import zlib
@@ -934,3 +935,323 @@ def test_eval_and_predict_refuse_checkpoints_that_do_not_fit(tmp_path):
                                                 "--device", "cpu"]), needle)
         assert_input_error(runner.invoke(main, ["predict", str(spec), str(image), "--weights", str(ckpt),
                                                 "--device", "cpu"]), needle)
+
+
+# ------------------------------------------- a hostile tester's findings --
+
+def _predict(tmp_path, ckpt, *images, **kw):
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+    return CliRunner().invoke(main, ["predict", str(spec_file(tmp_path)), *map(str, images), "--weights", str(ckpt),
+                                     "--device", "cpu"], **kw)
+
+
+def _grey_png(path: Path, value=0) -> Path:
+    from PIL import Image
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+    return path
+
+
+def test_nproc_validates_in_the_parent_and_is_capped(tmp_path, cli):
+    """--nproc 2 with --init pointing at a text file ended in exit 70 with a worker's traceback; 1024 processes
+    would each import torch."""
+    (tmp_path / "init.txt").write_text("not a checkpoint\n")
+    args = ["train", str(spec_file(tmp_path)), "--data", str(tiny_npz(tmp_path / "d.npz")), "--device", "cpu",
+            "--epochs", "1", "--batch-size", "8", "--quiet", "--out", str(tmp_path / "run")]
+    start = time.perf_counter()
+    result = cli(*args, "--nproc", "2", "--init", str(tmp_path / "init.txt"))
+    assert_input_error(result, "weights error: cannot read checkpoint", "init.txt", "not a PyTorch checkpoint")
+    assert "Process" not in result.output and time.perf_counter() - start < 30
+    assert_input_error(cli(*args, "--nproc", "1024"), "--nproc 1,024 is more than the")
+    assert_input_error(cli(*args, "--nproc", "2", "--classes", "5"), "outputs (5,) but the data has 3 classes")
+    assert_input_error(cli(*args, "--nproc", "2", "--batch-size", "7"), "does not split evenly over 2 processes")
+
+
+def test_a_workers_error_comes_back_as_its_diagnostic(tmp_path):
+    from cnndsl.train import trainer as trainer_mod
+    result = str(tmp_path / "final")
+    trainer_mod._write_error(result, 1, DataError("bad data", hint="fix it"))
+    raised = torch.multiprocessing.ProcessRaisedException("\n\n-- Process 1 ...\nTraceback ...\nDataError: x", 1, 99)
+    error = trainer_mod._worker_failure(result, raised, False)
+    assert isinstance(error, DataError) and error.message == "bad data" and error.hint == "fix it"
+    (tmp_path / "final.error.1").unlink()
+    error = trainer_mod._worker_failure(result, raised, False)
+    assert isinstance(error, RuntimeError) and "\n" not in str(error) and str(error).endswith("DataError: x")
+    killed = torch.multiprocessing.ProcessExitedException("killed", 0, 99, -9, "SIGKILL")
+    error = trainer_mod._worker_failure(result, killed, False)
+    assert isinstance(error, TrainError) and "SIGKILL" in error.message and "memory" in error.hint
+    assert isinstance(trainer_mod._worker_failure(result, killed, True), KeyboardInterrupt)
+
+
+HUGE_RESUME = [
+    ("scheduler/base_lrs", [1e308, 1e308], "scheduler base_lrs must be a number from 0 to 1000"),
+    ("scheduler/_last_lr", [1e308, 1e308], "scheduler _last_lr must be a number"),
+    ("scheduler/base_lrs", [0.05], "malformed 'base_lrs'"),
+    ("optimizer/param_groups/0/lr", 1e308, "optimizer lr must be a number from 0 to 1000"),
+    ("optimizer/param_groups/1/initial_lr", 5e4, "optimizer initial_lr"),
+    ("optimizer/param_groups/0/weight_decay", 1e300, "'weight_decay' must be in"),
+    ("optimizer/param_groups/0/momentum", 7.0, "'momentum' must be in"),
+    ("epoch", 2 ** 70, "at epoch 1,180,591,620,717,411,303,424 but the run has 2 epochs"),
+    ("global_step", 2 ** 70, "global_step"),
+    ("scheduler/last_epoch", 2 ** 70, "scheduler is at step"),
+    ("scheduler/_step_count", 2 ** 70, "_step_count"),
+]
+
+
+def test_resume_bounds_learning_rates_and_step_counts(tmp_path, cli):
+    payload = resume_payload(tmp_path)
+    for path, value, needle in HUGE_RESUME:
+        with pytest.raises(TrainError, match=needle):
+            fresh_trainer(tmp_path).restore(_damage(payload, path, value))
+    t = fresh_trainer(tmp_path, epochs=1)        # a finished run resumed with as many epochs: nothing to do
+    t.restore(payload)
+    assert t.run()["epochs"] == 1
+    torch.save(_damage(payload, "scheduler/base_lrs", [1e308, 1e308]), tmp_path / "run" / "last.pt")
+    result = cli("train", str(spec_file(tmp_path)), "--data", str(tmp_path / "train.npz"), "--device", "cpu",
+                 "--epochs", "2", "--batch-size", "8", "--quiet", "--resume", str(tmp_path / "run"))
+    assert_input_error(result, "base_lrs must be a number from 0 to 1000")
+
+
+def test_resume_refuses_adams_negative_second_moment_and_future_steps(tmp_path):
+    t = Trainer(cnndsl.compile_text(SPEC), data_mod.load(str(tiny_npz(tmp_path / "train.npz"))),
+                TrainConfig(epochs=1, batch_size=8, device="cpu", optimizer="adamw"), tmp_path / "run")
+    t.run()
+    payload = load_checkpoint(str(tmp_path / "run" / "last.pt"))
+    shape = payload["optimizer"]["state"][0]["exp_avg_sq"].shape
+    for path, value in (("optimizer/state/0/exp_avg_sq", -torch.ones(shape)),
+                        ("optimizer/state/0/step", torch.tensor(1e30)),
+                        ("optimizer/param_groups/0/eps", 0.0), ("optimizer/param_groups/0/betas", (0.9, 1.5))):
+        with pytest.raises(TrainError, match="does not fit its parameter|must be in"):
+            fresh_trainer(tmp_path, optimizer="adamw").restore(_damage(payload, path, value))
+
+
+def test_float_npz_is_scaled_once_for_the_whole_data_set(tmp_path):
+    rng = np.random.default_rng(0)
+    y, yt = np.arange(24) % 3, np.arange(8) % 3
+    normal = tiny_npz(tmp_path / "normal.npz", x_train=rng.standard_normal((24, 8, 8)),
+                      x_test=rng.standard_normal((8, 8, 8)), y_train=y, y_test=yt)
+    with pytest.raises(DataError, match=r"fractions from -.* to .*; cnndsl reads float images as values in \[0, 1\]"):
+        data_mod.load(str(normal))
+    # the training split in [0, 1], the test split whole numbers up to 255: not one reading for both
+    mixed = tiny_npz(tmp_path / "mixed.npz", x_train=rng.random((24, 8, 8)), x_test=np.full((8, 8, 8), 200.0),
+                     y_train=y, y_test=yt)
+    with pytest.raises(DataError, match="one reading for the whole data set"):
+        data_mod.load(str(mixed))
+    # whole numbers 0..255 in floats are pixel values, in every split (a test split of only 0 and 1 included)
+    pixels = tiny_npz(tmp_path / "pixels.npz", x_train=np.arange(24 * 64, dtype=np.float32).reshape(24, 8, 8) % 256,
+                      x_test=np.ones((8, 8, 8), np.float64), y_train=y, y_test=yt)
+    d = data_mod.load(str(pixels))
+    assert d.train.images.max() == 255 and d.test.images.max() == 1
+    unit = tiny_npz(tmp_path / "unit.npz", x_train=np.full((24, 8, 8), 0.5), x_test=np.ones((8, 8, 8)),
+                    y_train=y, y_test=yt)
+    d = data_mod.load(str(unit))
+    assert d.train.images.max() == 128 and d.test.images.min() == 255
+    for name, x in (("neg", np.full((24, 8, 8), -1, np.int16)), ("big", np.full((24, 8, 8), 300, np.int32))):
+        with pytest.raises(DataError, match="values from .* pixel values are whole numbers 0..255"):
+            data_mod.load(str(tiny_npz(tmp_path / f"{name}.npz", x_train=x)))
+    assert data_mod.load(str(tiny_npz(tmp_path / "i16.npz", x_train=np.full((24, 8, 8), 255, np.int16)))) \
+        .train.images.max() == 255
+
+
+def test_idx_float_images_use_one_scale(tmp_path):
+    root = idx_dir(tmp_path)
+    write_idx(root / "train-images-idx3-ubyte", np.full((24, 8, 8), 0.5, ">f4"), kind=0x0D)
+    write_idx(root / "t10k-images-idx3-ubyte", np.full((8, 8, 8), 200.0, ">f4"), kind=0x0D)
+    with pytest.raises(DataError, match="one reading for the whole data set"):
+        data_mod.load_idx_dataset("fashion-mnist", str(root))
+
+
+def _checkpoint(tmp_path, name="c.pt", **extra) -> Path:
+    state = build_model(cnndsl.compile_text(SPEC)).state_dict()
+    payload = {"model": state, "norm_mean": torch.zeros(1), "norm_std": torch.ones(1), "classes": ["a", "b", "c"]}
+    for key, value in extra.items():
+        if key.startswith("model_"):
+            payload["model"] = {**state, key[6:].replace("__", "."): value}
+        else:
+            payload[key] = value
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name
+
+
+def test_predict_refuses_insane_norms_and_non_finite_weights(tmp_path):
+    image = _grey_png(tmp_path / "x.png")
+    assert _predict(tmp_path, _checkpoint(tmp_path), image).exit_code == 0
+    for i, (extra, needle) in enumerate([
+            (dict(norm_std=torch.tensor([1e-45])), "norm_std must be from 1e-06"),
+            (dict(norm_std=torch.tensor([1e30])), "norm_std must be from"),
+            (dict(norm_mean=torch.tensor([math.inf])), "finite"),
+            (dict(model_stage1__conv1__weight=torch.full((4, 1, 3, 3), math.nan)), "holds NaN or infinite values"),
+            (dict(model_stage1__conv1__bias=torch.full((4,), -math.inf)), "holds NaN or infinite values")]):
+        ckpt = _checkpoint(tmp_path, f"bad{i}.pt", **extra)
+        with pytest.raises(WeightsError, match=needle):
+            state_dict_of(load_checkpoint(str(ckpt)))
+        result = _predict(tmp_path, ckpt, image)
+        assert_input_error(result, "weights error", needle)
+        assert "nan" not in result.output.lower().replace("nan or", "")
+    with pytest.raises(TrainError, match="norm_std must be from"):       # and checkpoint_norm alone
+        checkpoint_norm({"norm_mean": torch.zeros(1), "norm_std": torch.tensor([1e-45])}, 1)
+    np.savez(tmp_path / "nan.npz", w=np.array([1.0, math.nan]))
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        read_state_dict(str(tmp_path / "nan.npz"))
+
+
+def test_predict_labels_its_errors_and_prints_untrusted_text_safely(tmp_path):
+    ckpt = _checkpoint(tmp_path, classes=["\x1b[2Jwiped", "b\nfake line", "c"])
+    image = _grey_png(tmp_path / "odd\x1b]0;title\x07name.png")
+    result = _predict(tmp_path, ckpt, image)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output and "fake line" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "text.png").write_text("not an image")
+    assert_input_error(_predict(tmp_path, ckpt, tmp_path / "text.png"), "data error: cannot read image")
+    three = _checkpoint(tmp_path, "three.pt", norm_mean=torch.zeros(3), norm_std=torch.ones(3))
+    assert_input_error(_predict(tmp_path, three, image), "weights error: the checkpoint normalises 3 channels")
+
+
+def test_predict_on_a_fifo_does_not_block(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        data_mod.read_image(fifo)
+    ckpt = _checkpoint(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(Path(cnndsl.__file__).resolve().parent.parent))
+    done = subprocess.run([sys.executable, "-m", "cnndsl", "predict", str(spec_file(tmp_path)), str(fifo),
+                           "--weights", str(ckpt), "--device", "cpu"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 1 and "not a regular file" in done.stderr, done.stderr
+    for name in ("ckpt-fifo.pt", "weights-fifo.npz"):
+        os.mkfifo(tmp_path / name)
+        with pytest.raises(WeightsError, match="not a regular file"):
+            read_state_dict(str(tmp_path / name))
+
+
+def test_image_modes_are_read_at_their_full_range(tmp_path):
+    import warnings
+
+    from PIL import Image
+    deep = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    cases = {"g16.png": (1, np.round(deep.astype(np.float64) * 255 / 65535))}
+    Image.fromarray(np.full((8, 8, 2), 200, np.uint8), "LA").save(tmp_path / "la.png")
+    cases["la.png"] = (1, np.full((8, 8), 200))
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).convert("1").save(tmp_path / "one.png")
+    cases["one.png"] = (1, np.full((8, 8), 255))
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(tmp_path / "rgba.png")
+    cases["rgba.png"] = (3, np.array([10, 20, 30])[:, None, None] + np.zeros((3, 8, 8)))
+    palette = Image.new("P", (8, 8))
+    palette.putpalette([7, 8, 9] * 256)
+    palette.save(tmp_path / "p.png", transparency=bytes([0, 128] + [255] * 254))
+    cases["p.png"] = (3, np.array([7, 8, 9])[:, None, None] + np.zeros((3, 8, 8)))
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
+    cases["cmyk.jpg"] = (3, np.full((3, 8, 8), 255))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ResourceWarning)
+        for name, (channels, want) in cases.items():
+            got = data_mod.read_image(tmp_path / name, channels)
+            assert got.shape == (channels, 8, 8) and np.array_equal(got, np.broadcast_to(want, got.shape)), name
+        # 16-bit grey as RGB, resized: still its full range, not clipped at 255
+        assert data_mod.read_image(tmp_path / "g16.png", 3, (4, 4)).max() > 200
+        folder = tmp_path / "folder" / "a"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(deep).save(folder / f"{i}.png")
+        (tmp_path / "folder" / "b").mkdir()
+        Image.fromarray(deep).save(tmp_path / "folder" / "b" / "x.png")
+        d = data_mod.load(str(tmp_path / "folder"))
+        assert d.train.images.max() == 245        # 63000 of 65535
+
+
+def test_pillow_bomb_warning_is_an_error_for_predict(tmp_path, capfd):
+    import warnings
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(13000, 13000))         # 169 megapixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="more than 67,108,864 pixels, beyond the limit"):
+            data_mod.read_image(bomb, 1, (8, 8))
+    result = _predict(tmp_path, _checkpoint(tmp_path), bomb)
+    assert_input_error(result, "beyond the limit")
+    assert "Warning" not in result.output and "site-packages" not in result.output
+
+
+def test_a_raw_pickle_checkpoint_raises_no_torch_warning(tmp_path):
+    import warnings
+    path = tmp_path / "raw.pkl"
+    path.write_bytes(pickle.dumps({"w": [1, 2]}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError, match="cannot read checkpoint") as info:
+            load_checkpoint(str(path))
+    assert "weights_only" not in info.value.message and "PyTorch 2.6" not in info.value.message
+    (tmp_path / "text.pt").write_text("hello\n")
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
+        load_checkpoint(str(tmp_path / "text.pt"))
+
+
+def test_training_that_diverges_stops_and_says_so(tmp_path, cli):
+    dataset = data_mod.load(str(tiny_npz(tmp_path / "d.npz")))
+    t = Trainer(cnndsl.compile_text(SPEC), dataset, TrainConfig(epochs=5, batch_size=8, device="cpu", lr=1000.0),
+                tmp_path / "run")
+    summary = t.run()
+    assert summary["diverged"] and summary["epochs"] < 5
+    at = summary["diverged_at"]
+    assert at["epoch"] == 1 and (isinstance(at["loss"], str) or at["loss"] > at["limit"])
+    if at["saved"]:
+        assert state_dict_of(load_checkpoint(str(tmp_path / "run" / "last.pt")))
+    result = cli("train", str(spec_file(tmp_path)), "--data", str(tmp_path / "d.npz"), "--device", "cpu", "--lr",
+                 "1000", "--epochs", "3", "--batch-size", "8", "--quiet", "--out", str(tmp_path / "run2"))
+    assert_input_error(result, "train error: training diverged at epoch 1", "lower --lr")
+    assert '"diverged": true' in result.output
+    calm = Trainer(cnndsl.compile_text(SPEC), dataset, TrainConfig(epochs=1, batch_size=8, device="cpu"),
+                   tmp_path / "run3").run()
+    assert calm["diverged"] is False and calm["diverged_at"] is None
+
+
+def test_npz_weights_bomb_is_refused_from_its_headers(tmp_path):
+    import tracemalloc
+
+    from cnndsl.train.weights import model_weights
+    graph = cnndsl.compile_text(SPEC)
+    expected = model_weights(graph)
+    state = {k: v.numpy() for k, v in build_model(graph).state_dict().items()}
+    np.savez_compressed(tmp_path / "bomb.npz", **state, junk=np.zeros(64 << 20, np.uint8))
+    assert (tmp_path / "bomb.npz").stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsError, match="1 array\\(s\\) are not weights of the spec, e.g. 'junk'"):
+            read_state_dict(str(tmp_path / "bomb.npz"), expected=expected)
+        with pytest.raises(WeightsError, match="'junk'"):
+            read_state_dict(str(tmp_path / "bomb.npz"), expected=set(expected))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    # a key of the spec claiming a far larger shape, and a file within the shapes
+    np.savez_compressed(tmp_path / "wide.npz", **{**state, "stage1.conv1.weight": np.zeros((4096, 1, 3, 3))})
+    with pytest.raises(WeightsError, match=r"'stage1.conv1.weight' is \(4096, 1, 3, 3\) there but \(4, 1, 3, 3\)"):
+        read_state_dict(str(tmp_path / "wide.npz"), expected=expected)
+    np.savez(tmp_path / "good.npz", **state)
+    assert set(read_state_dict(str(tmp_path / "good.npz"), expected=expected)) == set(state)
+
+
+def test_data_npz_is_checked_against_free_memory(tmp_path, monkeypatch):
+    from cnndsl.train import memory
+    np.savez_compressed(tmp_path / "big.npz", x_train=np.zeros((80, 1024, 1024), np.uint8), y_train=np.zeros(80, int),
+                        x_test=X8, y_test=np.zeros(4, int))
+    monkeypatch.setattr(memory, "available_memory", lambda: 100 << 20)
+    with pytest.raises(DataError, match="half of this machine's free memory"):
+        data_mod.load(str(tmp_path / "big.npz"))
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 20)     # never below 64 MiB
+    assert data_mod.data_budget()[0] == 64 << 20
+
+
+def test_eval_prints_class_names_as_text_not_markup(tmp_path, cli):
+    tiny_run(tmp_path)
+    npz = tiny_npz(tmp_path / "named.npz", classes=np.array(["[/bold]", "[red]x", "\x1b[2J"]))
+    result = cli("eval", str(spec_file(tmp_path)), "--weights", str(tmp_path / "run" / "best.pt"), "--data", str(npz),
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "[/bold]" in result.output and "[red]x" in result.output and "\x1b" not in result.output

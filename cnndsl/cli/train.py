@@ -121,8 +121,9 @@ def _finish(summary: dict, quiet: bool, reporter) -> None:
         last = Path(summary["run_dir"]) / "last.pt"
         saved = (f"saved {last}" if at.get("saved") else
                  f"the weights are no longer finite, so {last} (if any) is from the last finished epoch")
-        raise TrainError(f"training diverged at epoch {at['epoch']}, step {at['step']} (loss {at['loss']}, above "
-                         f"{at['limit']:g}); {saved}",
+        loss = f"{at['loss']:.3g}" if isinstance(at["loss"], (int, float)) else at["loss"]
+        raise TrainError(f"training diverged at epoch {at['epoch']}, step {at['step']} (loss {loss}, above "
+                         f"{at['limit']:.3g}); {saved}",
                          hint="lower --lr (or raise --warmup); a loss this large means the weights blew up")
 
 
@@ -174,7 +175,9 @@ class _TrainProgress:
                        f"{event['train_accuracy']:.4f}, test acc {event['test_accuracy']:.4f} "
                        f"({event['seconds']:.1f} s)"))
         elif kind == "diverged":
-            say(_plain(f"diverged at epoch {event['epoch']}, step {event['step']}: loss {event['loss']}"))
+            loss = event["loss"]
+            say(_plain(f"diverged at epoch {event['epoch']}, step {event['step']}: loss "
+                       f"{loss if isinstance(loss, str) else format(loss, '.3g')}"))
 
     def summary(self, summary: dict) -> None:
         from rich.console import Console

@@ -78,6 +78,12 @@ def load_checkpoint(path: str, expected: Expected = None) -> dict:
                 f.seek(0)
                 with zipfile.ZipFile(f) as z:
                     size = sum(info.file_size for info in z.infolist())
+            else:
+                f.seek(0)
+                if f.read(1) != b"\x80":       # torch.save's old format is a pickle (protocol 2 or later)
+                    raise WeightsError(f"cannot read checkpoint {path}: not a PyTorch checkpoint (neither "
+                                       "torch.save's zip archive nor a pickle)",
+                                       hint="give a file written by torch.save or cnndsl train")
             if size > budget:
                 raise WeightsError(f"{path} holds {size:,} bytes, beyond {why}")
             f.seek(0)
