@@ -19,7 +19,8 @@ class SpecFileError(CnnDslError):
 @gc_paused
 def parse(text: str, filename: str = "<spec>"):
     """Parse spec text into its frozen syntax tree."""
-    from .frontend.parser import parse as _parse
+    from .frontend.parser import line_ends, parse as _parse
+    text = line_ends(text)      # the text diagnostics show is the text the parser read
     try:
         return _parse(text)
     except CnnDslError as e:
@@ -37,6 +38,8 @@ def compile_text(text: str, *, input_shape: Optional[tuple[int, int, int]] = Non
         raise TypeError(f"compile_text takes spec text, not a {type(text).__name__}; "
                         "for a file, call cnndsl.compile(path)")
     from .frontend.lower import lower
+    from .frontend.parser import line_ends
+    text = line_ends(text)
     tree = parse(text, filename)
     try:
         return lower(tree, text, filename, input_shape)
