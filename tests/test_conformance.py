@@ -105,3 +105,11 @@ def test_op_conformance(op, text):
     for name in {*(n.name for n in graph.nodes if n.op == op and len(n.shape) == 3), *(n.name for n in spatial[-1:])}:
         for (y, xx), box in gradient_boxes(graph, name).items():
             assert clipped(report.rf_box(name, y, xx), graph) == box, (name, y, xx)
+
+
+def test_even_lrn_is_not_written_to_onnx():
+    """PyTorch centres an even LRN window at c - size//2 .. c + (size-1)//2, ONNX at c - (size-1)//2 ..: the
+    exporter refuses instead of writing a model that computes something else."""
+    graph = cnndsl.compile_text(INPUT + "lrn4")
+    with pytest.raises(cnndsl.CnnDslError, match="odd size"):
+        to_onnx(graph)

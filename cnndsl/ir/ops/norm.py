@@ -94,6 +94,10 @@ class LRN(Op):
 
     def onnx(self, em, n, ins, shapes):
         a = n.attrs
+        if a["size"] % 2 == 0:
+            from ...errors import OnnxExportError
+            raise OnnxExportError(f"lrn{a['size']}: ONNX's LRN centres an even window differently from PyTorch's "
+                                  "(and ONNX Runtime runs odd sizes only)", n.span, "use an odd size, e.g. lrn5")
         em.op("LRN", [ins[0]], n.name, n.name, size=a["size"], alpha=float(a["alpha"]), beta=float(a["beta"]),
               bias=float(a["k"]))
 
