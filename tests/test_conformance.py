@@ -49,7 +49,7 @@ GAPS = {
     "adaptive_avgpool:adaptiveavgpool9x4 + conv1-2": "an even adaptive pool is written as AveragePool and read back "
                                                       "as avgpool (the same arithmetic, another op)",
     **{f"{act}:{text}": f"the importer does not read back the nodes {act} is written as at some opsets"
-       for act in ("silu", "gelu", "hardswish") for text in EXAMPLES.get(act, ())},
+       for act in ("silu", "gelu", "hardswish", "hardsigmoid", "mish") for text in EXAMPLES.get(act, ())},
 }
 
 

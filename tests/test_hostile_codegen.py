@@ -187,7 +187,8 @@ def test_class_names_are_checked(cli, tmp_path):
 
 # ------------------------------------------------------- tensor discipline --
 
-ACTS = ["relu", "relu6", "tanh", "sigmoid", "elu", "leakyrelu[slope=0.2]", "gelu", "silu", "hardswish"]
+ACTS = ["relu", "relu6", "tanh", "sigmoid", "elu", "leakyrelu[slope=0.2]", "gelu", "silu", "hardswish", "hardsigmoid",
+        "mish"]
 
 
 @st.composite

@@ -1,5 +1,5 @@
 """Activations (`relu`, `relu6`, `tanh`, `sigmoid`, `elu[alpha=1]`, `leakyrelu[slope=0.01]`, `gelu`, `silu`,
-`hardswish`), and `none` for a weight layer without one: every facet of each."""
+`hardswish`, `hardsigmoid`, `mish`), and `none` for a weight layer without one: every facet of each."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -78,6 +78,18 @@ def _hardswish(em, n, x):
     em.op("Mul", [x, gate], n.name, n.name)
 
 
+def _hardsigmoid(em, n, x):
+    em.op("HardSigmoid", [x], n.name, n.name, alpha=1 / 6, beta=0.5)      # PyTorch's: relu6(x + 3) / 6
+
+
+def _mish(em, n, x):
+    if em.opset >= 18:
+        return em.op("Mish", [x], n.name, n.name)
+    soft = em.op("Softplus", [x], f"{n.name}.softplus", f"{n.name}.softplus")
+    gate = em.op("Tanh", [soft], f"{n.name}.gate", f"{n.name}.tanh")
+    em.op("Mul", [x, gate], n.name, n.name)
+
+
 ACTIVATIONS = {op.name: op for op in [
     Activation("relu", "ReLU", _single("Relu"), inplace=True),
     Activation("relu6", "ReLU6", _relu6, inplace=True),
@@ -90,6 +102,8 @@ ACTIVATIONS = {op.name: op for op in [
     Activation("gelu", "GELU", _gelu),
     Activation("silu", "SiLU", _silu, inplace=True),
     Activation("hardswish", "Hardswish", _hardswish, inplace=True),
+    Activation("hardsigmoid", "Hardsigmoid", _hardsigmoid, inplace=True),
+    Activation("mish", "Mish", _mish, inplace=True),
 ]}
 
 
