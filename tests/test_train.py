@@ -162,6 +162,21 @@ def test_distributed_two_processes_match_one(tmp_path):
         assert torch.allclose(one[k].float(), two[k].float(), atol=1e-5, rtol=1e-4), k
 
 
+def test_distributed_worker_errors_and_divergence(tmp_path):
+    """A CnnDslError inside a worker (rank 0 cannot write metrics.jsonl) comes back as that diagnostic, not as a
+    ProcessRaisedException with a traceback; a diverging DDP run stops in every process at the same step."""
+    from cnndsl.train.trainer import TrainError
+    dataset = data_mod.load(str(write_npz(tmp_path / "q.npz", n=64)))
+    graph = cnndsl.compile_text(SMALL_NO_DROPOUT)
+    (tmp_path / "run" / "metrics.jsonl").mkdir(parents=True)
+    with pytest.raises(TrainError, match="cannot write .*metrics.jsonl") as info:
+        train_distributed(graph, dataset, TrainConfig(epochs=1, batch_size=32, device="cpu"), tmp_path / "run", 2)
+    assert "Traceback" not in str(info.value) and "Process" not in str(info.value)
+    summary = train_distributed(graph, dataset, TrainConfig(epochs=3, batch_size=16, device="cpu", lr=1000.0),
+                                tmp_path / "wild", 2)
+    assert summary["diverged"] and summary["diverged_at"]["epoch"] == 1
+
+
 def _idx(path: Path, array: np.ndarray):
     kind = 0x08
     header = struct.pack(">BBBB", 0, 0, kind, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

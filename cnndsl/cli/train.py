@@ -96,6 +96,8 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
         with reporter:
             summary = trainer.run()
     except Interrupted as e:
+        if rank != 0:
+            sys.exit(130)
         _interrupted(e)
     if rank == 0:
         _finish(summary, quiet, reporter)

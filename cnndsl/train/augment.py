@@ -28,7 +28,7 @@ class Preprocess:
         sample = train_images[: min(len(train_images), 10000)]
         x = self._channels(torch.as_tensor(sample).float() / 255.0)
         self.mean = x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
+        self.std = torch.nan_to_num(x.std(dim=(0, 2, 3)), nan=1.0).clamp_min(1e-3).view(1, -1, 1, 1)  # 1 pixel: NaN
 
     def to(self, device):
         self.mean, self.std = self.mean.to(device), self.std.to(device)

@@ -43,6 +43,12 @@ class DeviceError(TrainError):
     kind = "device error"
 
 
+class EvalError(TrainError):
+    """A split cannot be evaluated with this network (its labels do not fit the network's outputs)."""
+
+    kind = "eval error"
+
+
 class WeightsFitError(WeightsError, TrainError):
     """Weights (or a checkpoint's statistics) that do not fit the spec: a weights error to the user, and a
     TrainError to callers of the trainer."""
@@ -305,7 +311,10 @@ def build_model(graph: Graph, weights: Optional[dict] = None):
 
 def fit_head(graph: Graph, state: dict) -> Graph:
     """`graph` with its classifier as wide as the one in `state` (a model trained with --classes), for eval and
-    predict; a classifier weight that is not outputs x inputs is a TrainError."""
+    predict; a classifier weight that is not outputs x inputs is a WeightsFitError. A spec without an fc layer
+    has no classifier to widen: it stays as it is."""
+    if not any(OPS[n.op].weight and len(n.shape) == 1 for n in graph.nodes):
+        return graph
     key = ".".join(module_paths(graph)[classifier(graph).name]) + ".weight"
     weight = state.get(key)
     if weight is None:
@@ -733,6 +742,8 @@ class Trainer:
             signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:      # not the main thread: no handler
             previous = None
+        if self.rank == 0:
+            self._out_dir()         # a run folder that cannot be made fails now, not after an epoch of training
         start = time.perf_counter()
         images_seen = 0
         first = True
@@ -871,11 +882,11 @@ def evaluate(model, split: Split, pre, device: str, batch: int = 512, amp: str =
     model.eval()
     n = len(split.labels)
     if n == 0 or len(split.images) != n:
-        raise TrainError(f"cannot evaluate {len(split.images)} images with {n} labels")
+        raise EvalError(f"cannot evaluate {len(split.images)} images with {n} labels")
     labels = torch.as_tensor(split.labels).long()
     low, high = int(labels.min()), int(labels.max())
     if low < 0:
-        raise TrainError(f"the data has a negative label ({low}); labels are class indices 0, 1, ...")
+        raise EvalError(f"the data has a negative label ({low}); labels are class indices 0, 1, ...")
     confusion = None
     correct_top = 0
     loss_sum = 0.0
@@ -889,7 +900,7 @@ def evaluate(model, split: Split, pre, device: str, batch: int = 512, amp: str =
                 logits = model(xb).float()
             if confusion is None:
                 if logits.dim() != 2 or high >= logits.shape[1]:
-                    raise TrainError(f"the data has labels up to {high} ({high + 1} classes) but the network gives "
+                    raise EvalError(f"the data has labels up to {high} ({high + 1} classes) but the network gives "
                                      f"{tuple(logits.shape[1:])} outputs",
                                      hint="evaluate on data with the classes the network was trained on")
                 confusion = torch.zeros(logits.shape[1], logits.shape[1], dtype=torch.long)
@@ -905,7 +916,8 @@ def evaluate(model, split: Split, pre, device: str, batch: int = 512, amp: str =
 
 # ----------------------------------------------------------------- DDP --
 
-ERROR_CLASSES = {cls.__name__: cls for cls in (TrainError, DeviceError, WeightsFitError, WeightsError, DataError)}
+ERROR_CLASSES = {cls.__name__: cls for cls in (TrainError, DeviceError, EvalError, WeightsFitError, WeightsError,
+                                               DataError)}
 
 
 def max_processes(device: str) -> int:
