@@ -432,7 +432,51 @@ INVALID = [
     ("input-type-undefined", lambda: _elem(one("Relu"), input=0), "holds undefined", True),
     ("unused-initializer-bad-type", lambda: _bad_type(one("Relu", inits=[zeros("unused", 2)])),
      "the initializer 'unused' has no valid element type (99)", True),
+    # valid ONNX that ORT runs, but that cnndsl's IR would compute differently: refused, never imported wrong
+    ("avgpool-uncounted-pads", lambda: one("AveragePool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+     "leaves its padding out of the average (count_include_pad=0", False),       # ORT differs by 0.376 here
+    ("avgpool-uncounted-same", lambda: one("AveragePool", kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+     "count_include_pad=0", False),
+    ("avgpool-uncounted-pad-and-own", lambda: model([h.make_node("Pad", ["x", "p"], ["q"]),
+                                                     h.make_node("AveragePool", ["q"], ["y"], kernel_shape=[3, 3],
+                                                                 pads=[1, 1, 1, 1])], [ints("p", [0, 0, 1, 1] * 2)]),
+     "count_include_pad=0", False),
+    ("pad-before-maxpool", lambda: model([h.make_node("Pad", ["x", "p"], ["q"]),
+                                          h.make_node("MaxPool", ["q"], ["y"], kernel_shape=[3, 3])],
+                                         [ints("p", [0, 0, 1, 1] * 2)]), "max pooling pads with -inf", False),
+    ("pad-beyond-half-kernel", lambda: model([h.make_node("Pad", ["x", "p"], ["q"]),
+                                              h.make_node("AveragePool", ["q"], ["y"], kernel_shape=[2, 2])],
+                                             [ints("p", [0, 0, 2, 2] * 2)]),
+     "padding 2 (with the Pad before it) is more than half its kernel 2", False),
+    ("maxpool-pad-beyond-half-kernel", lambda: one("MaxPool", kernel_shape=[3, 3], pads=[2, 2, 2, 2]),
+     "padding 2 is more than half its kernel 3", False),     # ORT runs it; PyTorch and the spec refuse it
+    ("avgpool-asymmetric-last-window", lambda: model([h.make_node("AveragePool", ["x"], ["y"], kernel_shape=[1, 3],
+                                                                  strides=[1, 2], pads=[0, 1, 0, 0], ceil_mode=1,
+                                                                  count_include_pad=1)], shape=(1, 3, 11, 11)),
+     "pads asymmetrically (1 before, 0 after) where its last window reaches", False),     # ORT differs by 1.0
+    ("gelu-tanh", lambda: one("Gelu", opset=20, approximate="tanh"), "uses the tanh approximation", False),
+    ("bn-training-mode", lambda: _outputs_named(bn(training_mode=1), "y", "mean", "var"),
+     "runs in training mode", False),
+    ("bn-running-outputs", lambda: _opset(_outputs_named(bn(), "y", "m1", "v1", "m2", "v2"), 9),
+     "runs in training mode", False),      # before opset 14, ORT normalizes with the batch's statistics then
+    ("dropout-training-mode", lambda: one("Dropout", ("x", "r", "t"), [floats("r", 0.5),
+                                                                       nh.from_array(np.array(True), "t")]),
+     "runs in training mode (its training_mode is true)", False),
+    ("matmul-bias-also-read-without", lambda: model(
+        [h.make_node("Flatten", ["x"], ["f"]), h.make_node("MatMul", ["f", "w"], ["mm"]),
+         h.make_node("Add", ["mm", "b"], ["a"]), h.make_node("Add", ["a", "mm"], ["y"])],
+        [zeros("w", 192, 5), zeros("b", 5)]), "adds a bias to 'mm', which is also used without it", False),
+    ("reshape-one-row-of-a-batch", lambda: model([h.make_node("Reshape", ["x", "s"], ["y"])], [ints("s", [1, -1])],
+                                                 shape=(2, 3, 8, 8)), "makes one row of a whole batch", False),
+    ("reshape-one-row-of-any-batch", lambda: model([h.make_node("Reshape", ["x", "s"], ["y"])], [ints("s", [1, -1])],
+                                                   shape=("N", 3, 8, 8)), "the model's batch is not fixed", False),
 ]
+
+
+def _outputs_named(m, *names):
+    del m.graph.node[0].output[:]
+    m.graph.node[0].output.extend(names)
+    return m
 
 
 def _wrong_field(m):
@@ -785,6 +829,499 @@ def test_window_attributes_agree_with_onnx_runtime(op, k, s, d, pads, auto, ceil
     session = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     y, = session.run(None, {"x": np.zeros((1, 3, 9, 7), np.float32)})
     assert y.shape[1:] == graph.output.shape
+
+
+# ------------------------------------------- values: ONNX Runtime as the oracle ----
+
+def _state_dict(m, graph) -> dict:
+    """The weights of an imported graph, from the ONNX model's own tensors, keyed as to_onnx reads them; the
+    test models name each node after its output, so an IR node finds the ONNX node it came from."""
+    from cnndsl.ir.names import module_paths
+    consts = {t.name: nh.to_array(t) for t in m.graph.initializer}
+    made, readers = {}, {}
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = nh.to_array(n.attribute[0].t)
+        elif n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+        made[n.name or n.output[0]] = n
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    paths, state = module_paths(graph), {}
+    for node in graph.nodes[1:]:
+        key, src = ".".join(paths[node.name]), made.get(node.name)
+        if node.op == "conv":
+            state[key + ".weight"] = consts[src.input[1]]
+            if node.attrs["bias"]:
+                state[key + ".bias"] = consts[src.input[2]]
+        elif node.op == "fc":
+            w = consts[src.input[1]]
+            transposed = src.op_type == "Gemm" and any(a.name == "transB" and a.i for a in src.attribute)
+            state[key + ".weight"] = w if transposed else w.T
+            if node.attrs["bias"]:
+                bias = src.input[2] if src.op_type == "Gemm" and len(src.input) > 2 else \
+                    next(i for i in readers[src.output[0]][0].input if i in consts)
+                state[key + ".bias"] = consts[bias].reshape(-1)
+        elif node.op == "bn":
+            for leaf, i in (("weight", 1), ("bias", 2), ("running_mean", 3), ("running_var", 4)):
+                state[f"{key}.{leaf}"] = consts[src.input[i]]
+            state[key + ".num_batches_tracked"] = np.zeros((), np.int64)
+    return state
+
+
+def _ort_run(m, x):
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def _disagreement(m, seed=0) -> float:
+    """Import `m`, write the IR back to ONNX with `m`'s weights, run both in ORT on random inputs (centred and
+    mostly negative, where zero and -inf padding differ): the largest difference, relative to the output."""
+    from cnndsl.backends.to_onnx import to_onnx
+    graph = import_onnx(m)
+    back = to_onnx(graph, weights=_state_dict(m, graph))
+    dims = [d.dim_value or 2 for d in m.graph.input[0].type.tensor_type.shape.dim]
+    worst = 0.0
+    for shift in (0.0, -2.0):
+        x = (np.random.default_rng(seed).standard_normal(dims) + shift).astype(np.float32)
+        a, b = _ort_run(m, x), _ort_run(back, x)
+        a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        assert a.shape == b.shape
+        worst = max(worst, float(np.max(np.abs(a - b) / (1 + np.abs(a)))))
+    return worst
+
+
+def _rand(name, *shape, positive=False, seed=[0]):
+    seed[0] += 1
+    a = np.random.default_rng(seed[0]).standard_normal(shape).astype(np.float32)
+    return nh.from_array(np.abs(a) + 0.5 if positive else a, name)
+
+
+def _node(op, inputs, output, **attrs):
+    return h.make_node(op, list(inputs), [output], name=output, **attrs)
+
+
+def _bn_inits(c=3):
+    return [_rand("s", c), _rand("b", c), _rand("m", c), _rand("v", c, positive=True)]
+
+
+PADS = [ints("p", [0, 0, 1, 1] * 2)]
+CONV = [_rand("w", 4, 3, 3, 3), _rand("cb", 4)]
+ACCEPTED = {
+    "pad-avgpool": lambda: model([_node("Pad", ["x", "p"], "q"), _node("AveragePool", ["q"], "y", kernel_shape=[3, 3])],
+                                 PADS),
+    "pad-avgpool-ceil": lambda: model([_node("Pad", ["x", "p"], "q"),
+                                       _node("AveragePool", ["q"], "y", kernel_shape=[3, 3], strides=[2, 2],
+                                             ceil_mode=1)], PADS),
+    "pad-avgpool-counted-pads": lambda: model([_node("Pad", ["x", "p"], "q"),
+                                               _node("AveragePool", ["q"], "y", kernel_shape=[3, 3], pads=[0, 0, 0, 0],
+                                                     count_include_pad=0)], PADS),
+    "pad-old-attribute": lambda: model([_node("Pad", ["x"], "q", pads=[0, 0, 1, 1] * 2),
+                                        _node("AveragePool", ["q"], "y", kernel_shape=[3, 3])], opset=10),
+    "avgpool-counted-pads": lambda: one("AveragePool", kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1),
+    "avgpool-ceil": lambda: one("AveragePool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    "avgpool-ceil-counted-pads": lambda: one("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                             ceil_mode=1, count_include_pad=1),
+    "avgpool-uncounted-no-pads": lambda: one("AveragePool", kernel_shape=[2, 2], strides=[2, 2]),
+    "avgpool-same-no-padding": lambda: one("AveragePool", kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+    "maxpool-ceil-pads": lambda: one("MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+    "maxpool-asymmetric": lambda: one("MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1]),
+    "maxpool-same-upper": lambda: one("MaxPool", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    "maxpool-dilated": lambda: one("MaxPool", kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1]),
+    "conv-same": lambda: model([_node("Conv", ["x", "w", "cb"], "y", auto_pad="SAME_UPPER")], CONV),
+    "conv-depthwise-dilated": lambda: model([_node("Conv", ["x", "w"], "y", group=3, pads=[2, 2, 2, 2],
+                                                   dilations=[2, 2])], [_rand("w", 6, 1, 3, 3)]),
+    "conv-shared-weight": lambda: model([_node("Identity", ["w"], "w2"), _node("Conv", ["x", "w2"], "y")], CONV[:1]),
+    "gemm-transposed": lambda: flat("Gemm", [_rand("w", 5, 192), _rand("b", 1, 5)], transB=1),
+    "gemm": lambda: flat("Gemm", [_rand("w", 192, 5), _rand("b", 5)]),
+    "matmul-add": lambda: model([_node("Flatten", ["x"], "f"), _node("MatMul", ["f", "w"], "fc"),
+                                 _node("Add", ["b", "fc"], "y")], [_rand("w", 192, 5), _rand("b", 5)]),
+    "bn": lambda: model([_node("BatchNormalization", ["x", "s", "b", "m", "v"], "y", epsilon=1e-3)], _bn_inits()),
+    "bn-opset-15": lambda: model([_node("BatchNormalization", ["x", "s", "b", "m", "v"], "y", training_mode=0)],
+                                 _bn_inits(), opset=15),
+    "lrn": lambda: one("LRN", size=3, alpha=1e-3, beta=0.7, bias=1.5),
+    "softmax-channels": lambda: one("Softmax", axis=1),
+    "softmax-old-opset": lambda: model([_node("GlobalAveragePool", ["x"], "g"), _node("Softmax", ["g"], "y", axis=1)],
+                                       opset=11),
+    "activations": lambda: model([_node("Elu", ["x"], "e", alpha=0.3), _node("LeakyRelu", ["e"], "l", alpha=0.3),
+                                  _node("HardSwish", ["l"], "s"), _node("Clip", ["s", "lo", "hi"], "c"),
+                                  _node("Gelu", ["c"], "g"), _node("Tanh", ["g"], "y")],
+                                 [floats("lo", 0.0), floats("hi", 6.0)], opset=20),
+    "dropout-not-training": lambda: one("Dropout", ("x", "r", "t"), [floats("r", 0.5),
+                                                                     nh.from_array(np.array(False), "t")]),
+    "reshape-batch-kept": lambda: model([_node("Reshape", ["x", "s"], "y")], [ints("s", [0, -1])], shape=("N", 3, 8, 8)),
+    "reshape-one-row-of-one": lambda: model([_node("Reshape", ["x", "s"], "y")], [ints("s", [1, -1])]),
+    "merge": lambda: model([_node("Relu", ["x"], "r"), _node("Add", ["x", "r"], "a"), _node("Sum", ["a", "r", "x"], "s"),
+                            _node("Concat", ["s", "r"], "y", axis=-3)]),
+    "many-ops-10": lambda: _many_ops(10),
+    "many-ops-17": lambda: _many_ops(17),
+}
+
+
+@pytest.mark.parametrize("make", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_accepted_patterns_compute_what_onnx_runtime_computes(make):
+    assert _disagreement(make()) < 1e-4
+
+
+def _random_cnn(r):
+    """A small random model: feature-map layers with random attributes (many invalid, or beyond the IR), then
+    sometimes a flatten (Flatten or Reshape) and a head of Gemm / MatMul (+Add) layers."""
+    nodes, inits, cur, channels, count = [], [], "x", 3, iter(range(1000))
+    hw = [r.randint(5, 12), r.randint(5, 12)]
+
+    def new(prefix):
+        return f"{prefix}{next(count)}"
+    for _ in range(r.randint(1, 4)):
+        kind, out = r.choice(["conv", "pool", "padpool", "bn", "act", "lrn", "merge", "concat", "global"]), new("v")
+        if kind == "conv":
+            group = r.choice([1, 1, channels])
+            width = r.choice([2, 4]) * group
+            w, b = new("w"), new("b")
+            inits += [_rand(w, width, channels // group, r.choice([1, 2, 3]), r.choice([1, 2, 3])), _rand(b, width)]
+            attrs = {"strides": [r.choice([1, 2]), r.choice([1, 2])], "group": group, "dilations": [r.choice([1, 2])] * 2}
+            if r.random() < .3:
+                attrs["auto_pad"] = r.choice(["SAME_UPPER", "SAME_LOWER", "VALID"])
+            else:
+                attrs["pads"] = [r.choice([0, 1]), r.choice([0, 1])] * 2
+            nodes.append(_node("Conv", [cur, w, b], out, **attrs))
+            channels = width
+        elif kind in ("pool", "padpool"):
+            op = r.choice(["MaxPool", "AveragePool"]) if kind == "pool" else "AveragePool"
+            attrs = {"kernel_shape": [r.choice([1, 2, 3]), r.choice([1, 2, 3])], "ceil_mode": r.choice([0, 1]),
+                     "strides": [r.choice([1, 2, 3]), r.choice([1, 2])]}
+            if op == "AveragePool":
+                attrs["count_include_pad"] = r.choice([0, 1])
+            elif r.random() < .3:
+                attrs["dilations"] = [r.choice([1, 2])] * 2
+            if r.random() < .3:
+                attrs["auto_pad"] = r.choice(["SAME_UPPER", "SAME_LOWER", "VALID"])
+            elif r.random() < .6:
+                attrs["pads"] = [r.choice([0, 1]) for _ in range(4)]
+            if kind == "padpool":
+                padded, amounts, ph, pw = new("pad"), new("pads"), r.choice([0, 1, 2]), r.choice([0, 1, 2])
+                inits.append(ints(amounts, [0, 0, ph, pw] * 2))
+                nodes.append(_node("Pad", [cur, amounts], padded))
+                cur = padded
+            nodes.append(_node(op, [cur], out, **attrs))
+        elif kind == "bn":
+            names = [new(p) for p in "sbmv"]
+            inits += [_rand(names[0], channels), _rand(names[1], channels), _rand(names[2], channels),
+                      _rand(names[3], channels, positive=True)]
+            nodes.append(_node("BatchNormalization", [cur] + names, out, epsilon=r.choice([1e-5, 0.1])))
+        elif kind == "act":
+            op = r.choice(["Relu", "Tanh", "Sigmoid", "Elu", "LeakyRelu", "HardSwish", "Dropout", "Identity"])
+            nodes.append(_node(op, [cur], out, **({"alpha": r.choice([0.1, 1.7])} if op in ("Elu", "LeakyRelu")
+                                                   else {})))
+        elif kind == "lrn":
+            nodes.append(_node("LRN", [cur], out, size=r.choice([1, 3, 5]), alpha=r.choice([1e-4, 0.5]), beta=0.75))
+        elif kind in ("merge", "concat"):
+            other = new("r")
+            nodes.append(_node("Sigmoid", [cur], other))
+            if kind == "merge":
+                nodes.append(_node(r.choice(["Add", "Sum"]), [cur, other], out))
+            else:
+                nodes.append(_node("Concat", [cur, other], out, axis=r.choice([1, -3])))
+                channels *= 2
+        else:
+            nodes.append(_node(r.choice(["GlobalAveragePool", "GlobalMaxPool"]), [cur], out))
+        cur = out
+    batch = r.choice([1, 2, "N"])
+    if r.random() < .5:
+        probe = model(list(nodes), list(inits), shape=(1, 3, *hw), output=cur)
+        try:
+            features = int(np.prod(_ort_run(probe, np.zeros((1, 3, *hw), np.float32)).shape[1:]))
+        except Exception:       # ORT refuses the body: the importer must too
+            features = 7
+        out, how = new("f"), r.choice(["Flatten", [0, -1], [1, -1], [-1, features]])
+        if how == "Flatten":
+            nodes.append(_node("Flatten", [cur], out))
+        else:
+            shape = new("shape")
+            inits.append(ints(shape, how))
+            nodes.append(_node("Reshape", [cur, shape], out))
+        cur = out
+        for _ in range(r.randint(1, 3)):
+            out, width, kind, w, b = new("fc"), r.choice([3, 5]), r.choice(["gemmT", "gemm", "matmul", "add"]), \
+                new("w"), new("b")
+            if kind.startswith("gemm"):
+                inits.append(_rand(w, *((width, features) if kind == "gemmT" else (features, width))))
+                bias = r.choice([None, (width,), (1, width)])
+                if bias:
+                    inits.append(_rand(b, *bias))
+                nodes.append(_node("Gemm", [cur, w] + ([b] if bias else []), out, transB=int(kind == "gemmT")))
+            else:
+                inits.append(_rand(w, features, width))
+                if kind == "matmul":
+                    nodes.append(_node("MatMul", [cur, w], out))
+                else:
+                    product = new("mm")
+                    inits.append(_rand(b, *r.choice([(width,), (1, width)])))
+                    nodes.append(_node("MatMul", [cur, w], product))
+                    nodes.append(_node("Add", r.choice([[product, b], [b, product]]), out))
+            features, cur = width, out
+    return model(nodes, inits, shape=(batch, 3, *hw), output=cur, opset=r.choice([13, 17, 18]))
+
+
+def test_random_models_that_import_compute_what_onnx_runtime_computes():
+    """Random pooling, padding, convolution and head patterns: whatever the importer accepts, written back to
+    ONNX by cnndsl, computes what ONNX Runtime computes on the original (and ORT runs the original)."""
+    import random
+    r = random.Random(2024)
+    accepted = 0
+    for i in range(300):
+        m = _random_cnn(r)
+        try:
+            import_onnx(m)
+        except cnndsl.CnnDslError:
+            continue
+        accepted += 1
+        assert _disagreement(m, seed=i) < 1e-4, (i, [(n.op_type, list(n.input)) for n in m.graph.node])
+    assert accepted > 100
+
+
+# ------------------------------------------------------ cnndsl run ----
+
+def run_refused(result, *fragments, path=None):
+    """A run error (exit 1) with every fragment in the message; no traceback, no internal error."""
+    out = result.output
+    assert result.exit_code == 1, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert "run error: " in out, out
+    if path is not None:
+        assert f"{path}: run error: " in out, out
+    for fragment in fragments:
+        assert fragment in out, out
+    return out
+
+
+def typed(nodes, inits=(), out_type=T.FLOAT, shape=SHAPE, output=None, opset=17, functions=()):
+    """A model whose output is declared as `out_type` (or as the value info `output`)."""
+    out = output or h.make_tensor_value_info("y", out_type, None)
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, list(shape))], [out], list(inits))
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)], functions=list(functions))
+    m.ir_version = 10
+    return m
+
+
+OUTPUTS = {   # outputs ORT computes but that are no scores to rank: (model, message, whether -o writes it)
+    "scalar": (lambda: typed([h.make_node("ReduceSum", ["x"], ["y"], keepdims=0)]), "is a scalar (float32)", True),
+    "bool": (lambda: typed([h.make_node("Greater", ["x", "z"], ["y"])], [floats("z", 0.0)], T.BOOL),
+             "is a tensor of booleans (shape 1x3x8x8), not scores", True),
+    "string": (lambda: typed([h.make_node("Cast", ["x"], ["y"], to=T.STRING)], out_type=T.STRING),
+               "is a tensor of strings (shape 1x3x8x8)", False),
+    "sequence": (lambda: typed([h.make_node("SequenceConstruct", ["x"], ["y"])],
+                               output=h.make_tensor_sequence_value_info("y", T.FLOAT, None)), "is a sequence", False),
+    "empty": (lambda: typed([h.make_node("Slice", ["x", "s", "e", "a"], ["y"])],
+                            [ints("s", [0]), ints("e", [0]), ints("a", [1])]), "is empty (shape 1x0x8x8)", True),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUTS, ids=list(OUTPUTS))
+def test_run_refuses_outputs_that_are_not_scores(tmp_path, case):
+    make, fragment, writable = OUTPUTS[case]
+    path = save(tmp_path, make())
+    run_refused(cli("run", path), fragment)
+    result = cli("run", path, "-o", tmp_path / "out.npy")
+    if writable:        # a tensor of numbers or booleans, whatever its shape, is written as it is
+        assert result.exit_code == 0, result.output
+        assert np.load(tmp_path / "out.npy", allow_pickle=False).dtype != object
+    else:
+        run_refused(result, "cnndsl run handles tensors of numbers")
+        assert not (tmp_path / "out.npy").exists()
+
+
+def test_run_ranks_integer_outputs_and_handles_a_scalar_input(tmp_path):
+    path = save(tmp_path, typed([h.make_node("Cast", ["x"], ["c"], to=T.UINT8),
+                                 h.make_node("Flatten", ["c"], ["y"])], out_type=T.UINT8))
+    np.save(tmp_path / "x.npy", np.arange(192, dtype=np.float32).reshape(1, 3, 8, 8) % 200)
+    result = cli("run", path, "--input-file", tmp_path / "x.npy", "--top-k", "2")
+    assert result.exit_code == 0 and "[0] 191:191.0000  190:190.0000" in result.output, result.output
+    scalar = save(tmp_path, typed([h.make_node("Relu", ["x"], ["y"])], shape=()), "scalar.onnx")
+    run_refused(cli("run", scalar), "is a scalar")
+    result = cli("run", scalar, "-o", tmp_path / "s.npy", "--bench", "--seconds", "0.05")
+    assert result.exit_code == 0 and "runs at batch 1" in result.output, result.output
+
+
+def test_run_refuses_empty_and_scalar_inputs(tmp_path):
+    path = save(tmp_path, typed([h.make_node("Relu", ["x"], ["y"])], shape=("N", 3, 8, 8)))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3, 8, 8), np.float32))
+    run_refused(cli("run", path, "--input-file", tmp_path / "empty.npy"), "the input array is empty (shape 0x3x8x8)")
+    np.save(tmp_path / "scalar.npy", np.float32(3))
+    run_refused(cli("run", path, "--input-file", tmp_path / "scalar.npy"),
+                "the input is a scalar, the model takes Nx3x8x8")
+
+
+def test_run_refuses_input_files_that_are_not_arrays_it_can_read(tmp_path):
+    import threading
+    path = save(tmp_path, typed([h.make_node("Relu", ["x"], ["y"])]))
+    os.mkfifo(tmp_path / "fifo.npy")
+    done = threading.Event()
+
+    def unblock():      # if the command opened the FIFO for reading, open it for writing so the test ends
+        while not done.wait(0.5):
+            try:
+                os.close(os.open(tmp_path / "fifo.npy", os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        start = time.perf_counter()
+        run_refused(cli("run", path, "--input-file", tmp_path / "fifo.npy"), "fifo.npy is not a regular file")
+        assert time.perf_counter() - start < 5
+        os.mkfifo(tmp_path / "fifo.onnx")     # the model itself too
+        run_refused(cli("run", tmp_path / "fifo.onnx"), "fifo.onnx is not a regular file")
+    finally:
+        done.set()
+    # a .npy header that declares more data than the file holds is refused before anything is allocated
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    data = (tmp_path / "x.npy").read_bytes().replace(b"(1, 3, 8, 8)", b"(9999999999, 3)")
+    (tmp_path / "lies.npy").write_bytes(data)
+    run_refused(cli("run", path, "--input-file", tmp_path / "lies.npy"), "its header declares 119,999,999,988 bytes")
+    (tmp_path / "pickle.npy").write_bytes(b"\x80\x04K\x01.")
+    run_refused(cli("run", path, "--input-file", tmp_path / "pickle.npy"), "cannot read")
+    np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.zeros(3))
+    run_refused(cli("run", path, "--input-file", tmp_path / "two.npz"), "is not a .npy array")
+
+
+def _loop(trip=2 ** 62):
+    """Loop with a huge trip count and a condition that stays true: ORT would run it for ever."""
+    body = h.make_graph([h.make_node("Identity", ["cond_in"], ["cond_out"]), h.make_node("Relu", ["v_in"], ["v_out"])],
+                        "body", [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+                                 h.make_tensor_value_info("v_in", T.FLOAT, None)],
+                        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("v_out", T.FLOAT, None)])
+    return [h.make_node("Loop", ["M", "c", "x"], ["y"], name="forever", body=body)], \
+        [nh.from_array(np.array(trip, np.int64), "M"), nh.from_array(np.array(True), "c")]
+
+
+def _in_if(nodes, inits, depth=1):
+    """`nodes` inside the then-branch of an If (nested `depth` times); the constants stay in the outer graph."""
+    for level in range(depth):
+        result = nodes[-1].output[0]
+        branch = h.make_graph(nodes, f"then{level}", [], [h.make_tensor_value_info(result, T.FLOAT, None)])
+        other = h.make_graph([h.make_node("Identity", ["x"], [f"else{level}"])], f"else{level}", [],
+                             [h.make_tensor_value_info(f"else{level}", T.FLOAT, None)])
+        nodes = [h.make_node("If", ["flag"], [f"if{level}" if level < depth - 1 else "y"], name=f"choose{level}",
+                             then_branch=branch, else_branch=other)]
+    return nodes, inits + [nh.from_array(np.array(True), "flag")]
+
+
+def _scan():
+    body = h.make_graph([h.make_node("Add", ["s_in", "e"], ["s_out"]), h.make_node("Identity", ["s_out"], ["o"])], "b",
+                        [h.make_tensor_value_info("s_in", T.FLOAT, [8]), h.make_tensor_value_info("e", T.FLOAT, [8])],
+                        [h.make_tensor_value_info("s_out", T.FLOAT, [8]), h.make_tensor_value_info("o", T.FLOAT, [8])])
+    return typed([h.make_node("Scan", ["s0", "x2"], ["y", "all"], name="scan", body=body, num_scan_inputs=1)],
+                 [zeros("s0", 8), zeros("x2", 4, 8)])
+
+
+def _function_with_loop():
+    nodes, inits = _loop()
+    f = h.make_function("local", "Forever", ["x", "M", "c"], ["y"], nodes, [h.make_opsetid("", 17)])
+    return typed([h.make_node("Forever", ["x", "M", "c"], ["y"], domain="local")], inits, opset=17, functions=[f])
+
+
+def _model_with_opsets(m):
+    m.opset_import.append(h.make_opsetid("local", 1))
+    return m
+
+
+LOOPS = {
+    "loop": lambda: typed(*_loop()),
+    "loop-in-if": lambda: typed(*_in_if(*_loop())),
+    "loop-deep-in-if": lambda: typed(*_in_if(*_loop(), depth=5)),
+    "scan": _scan,
+    "loop-in-function": lambda: _model_with_opsets(_function_with_loop()),
+}
+
+
+@pytest.mark.parametrize("case", LOOPS, ids=list(LOOPS))
+def test_run_refuses_loops_before_onnx_runtime_runs_them(tmp_path, case, monkeypatch):
+    path = save(tmp_path, LOOPS[case]())
+    import onnxruntime
+
+    def never(*a, **k):
+        raise AssertionError("ONNX Runtime was given the model")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", never)
+    start = time.perf_counter()
+    run_refused(cli("run", path), "runs a graph as many times as the model says", path=path)
+    assert time.perf_counter() - start < 5
+
+
+def test_run_stops_a_model_that_overstays_its_timeout(tmp_path, monkeypatch):
+    """Whatever the pre-check misses, --timeout stops ONNX Runtime (here: the Loop, with the check skipped)."""
+    from cnndsl.backends import from_onnx
+    path = save(tmp_path, typed(*_loop()))
+    monkeypatch.setattr(from_onnx, "check_before_run", lambda path: None)
+    start = time.perf_counter()
+    run_refused(cli("run", path, "--timeout", "0.5"), "ONNX Runtime was stopped after 0.5 s")
+    assert time.perf_counter() - start < 10
+
+
+SIZES = {   # ops whose output size comes from values: (model, message); these are refused before ORT loads them
+    "constantofshape-computed": (lambda: typed([h.make_node("Shape", ["x"], ["s"]),
+                                                h.make_node("ConstantOfShape", ["s"], ["y"])]),
+                                 "ConstantOfShape 'y' takes its shape from 's', which is not a small constant"),
+    "constantofshape-huge": (lambda: typed([h.make_node("ConstantOfShape", ["s"], ["y"])], [ints("s", [1 << 20] * 2)]),
+                             "would make 1,099,511,627,776 elements (its shape)"),
+    "expand-data-dependent": (lambda: typed([h.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+                                             h.make_node("Cast", ["m"], ["n"], to=T.INT64),
+                                             h.make_node("Reshape", ["n", "one"], ["s"]),
+                                             h.make_node("Expand", ["x", "s"], ["y"])], [ints("one", [1])]),
+                              "Expand 'y' takes its shape from 's'"),
+    "tile-huge": (lambda: typed([h.make_node("Tile", ["x", "r"], ["y"])], [ints("r", [1, 1, 1000, 1000])]),
+                  "would make 1,000,000 times its input (its repeats)"),
+    "range-huge": (lambda: typed([h.make_node("Range", ["a", "b", "c"], ["y"])],
+                                 [floats("a", 0.0), floats("b", 1e12), floats("c", 1.0)]), "Range 'y' would make"),
+    "range-computed": (lambda: typed([h.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+                                      h.make_node("Range", ["a", "m", "c"], ["y"])], [floats("a", 0.0), floats("c", 1e-9)]),
+                       "Range 'y' takes its range from 'm'"),
+    "resize-huge": (lambda: typed([h.make_node("Resize", ["x", "", "sc"], ["y"])], [floats("sc", [1, 1, 1000, 1000])]),
+                    "would make 1,000,000 times its input (its scales)"),
+    "pad-huge": (lambda: typed([h.make_node("Pad", ["x", "p"], ["y"])], [ints("p", [0, 0, 1000, 1000] * 2)]),
+                 "times its input (its pads)"),
+    "random-huge": (lambda: typed([h.make_node("RandomNormal", [], ["y"], shape=[1 << 16, 1 << 16])]),
+                    "RandomNormal 'y' would make 4,294,967,296 elements"),
+    "onehot-computed": (lambda: typed([h.make_node("ReduceMax", ["x"], ["d"], keepdims=0),
+                                       h.make_node("OneHot", ["x", "d", "v"], ["y"])], [floats("v", [0, 1])]),
+                        "OneHot 'y' takes its depth from 'd'"),
+    "in-if": (lambda: typed(*_in_if([h.make_node("ConstantOfShape", ["s"], ["t"])], [ints("s", [1 << 20] * 2)])),
+              "would make 1,099,511,627,776 elements"),
+}
+
+
+@pytest.mark.parametrize("case", SIZES, ids=list(SIZES))
+def test_run_refuses_sizes_it_cannot_bound(tmp_path, case, monkeypatch):
+    make, fragment = SIZES[case]
+    path = save(tmp_path, make())
+    import onnxruntime
+
+    def never(*a, **k):
+        raise AssertionError("ONNX Runtime was given the model")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", never)
+    run_refused(cli("run", path), fragment, path=path)
+
+
+def test_run_still_runs_models_with_small_constant_sizes(tmp_path):
+    cases = [typed([h.make_node("ConstantOfShape", ["s"], ["y"], value=floats("v", [1.5]))], [ints("s", [1, 5])]),
+             typed([h.make_node("Resize", ["x", "", "sc"], ["y"])], [floats("sc", [1, 1, 2, 2])]),
+             typed([h.make_node("Constant", [], ["r"], value_ints=[1, 1, 2, 2]), h.make_node("Tile", ["x", "r"], ["y"])]),
+             typed(*_in_if([h.make_node("Relu", ["x"], ["t"])], [])),
+             typed([h.make_node("Pad", ["x", "p"], ["y"])], [ints("p", [0, 0, 1, 1] * 2)])]
+    for i, m in enumerate(cases):
+        result = cli("run", save(tmp_path, m, f"m{i}.onnx"))
+        assert result.exit_code == 0 and "[0] " in result.output, (i, result.output)
+
+
+def test_run_refuses_external_data_outside_the_folder_anywhere_in_the_model(folders):
+    inside, outside = folders
+    m = typed(*_in_if([h.make_node("Add", ["x", "w"], ["t"])], []))
+    branch = m.graph.node[0].attribute[0].g if m.graph.node[0].attribute[0].name == "then_branch" else \
+        m.graph.node[0].attribute[1].g
+    branch.initializer.append(_external(zeros("w", 1), str(outside / "secret.bin")))
+    path = save(inside, m)
+    out = cli("run", path).output
+    assert "external data" in out and not _secret_leaked(out), out
 
 
 # ------------------------------------------------------------- limits ----

@@ -127,3 +127,30 @@ def test_run_outputs_and_bench(tmp_path, cli):
     assert "CPUExecutionProvider" in result.output and "images/s" in result.output
     top = cli("run", str(good), "--top-k", "2", "--batch", "3")
     assert top.exit_code == 0 and top.output.count("[") >= 3
+
+
+def test_weights_that_do_not_fit_name_the_spec_and_its_line(tmp_path, cli, monkeypatch):
+    """`build --target onnx SPEC --weights W`: an error about a layer's weights points into SPEC, not <spec>."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "good.cnn").write_text("input 8x8x3\nconv3-4 + maxpool | fc5\n")
+    assert cli("build", "--target", "torch", "good.cnn", "-o", "good.py", "--weights", "good.pt").exit_code == 0
+    cases = {"wider.cnn": ("input 8x8x3\nconv3-6 + maxpool | fc5\n", "wider.cnn:2:1: onnx error: "
+                           "'stage1.conv1.weight' has shape (4, 3, 3, 3), the spec needs (6, 3, 3, 3)"),
+             "longer.cnn": ("input 8x8x3\nconv3-4 + maxpool | fc5 | fc3\n", "longer.cnn:2:27: onnx error: the "
+                            "weights have no"),
+             "shorter.cnn": ("input 8x8x3\nconv3-4 + maxpool\n", "shorter.cnn: onnx error: 2 weights are not used")}
+    for name, (text, first) in cases.items():
+        (tmp_path / name).write_text(text)
+        result = cli("build", "--target", "onnx", name, "-o", "x.onnx", "--weights", "good.pt")
+        assert result.exit_code == 1 and "<spec>" not in result.output, result.output
+        assert result.output.startswith(first), result.output
+        if ":2:" in first:      # the line and a caret under the layer
+            assert f"   2 | {text.splitlines()[1]}" in result.output and "^" in result.output
+    assert not (tmp_path / "x.onnx").exists()
+    # the API says the same: the error carries the graph's file and text
+    graph = cnndsl.compile_text(cases["wider.cnn"][0], filename="wider.cnn")
+    from cnndsl.train.weights import read_state_dict
+    state = read_state_dict(str(tmp_path / "good.pt"))
+    with pytest.raises(cnndsl.CnnDslError) as info:
+        to_onnx(graph, weights=state)
+    assert info.value.filename == "wider.cnn" and info.value.source == graph.source
