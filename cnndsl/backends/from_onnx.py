@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import stat
+from collections import ChainMap
 from typing import Optional
 
 import numpy as np
@@ -1106,6 +1107,10 @@ _SIZE_ATTRIBUTES = {"RandomNormal": ("shape", "shape"), "RandomUniform": ("shape
                     "Upsample": ("scales", "scales"), "Pad": ("pads", "pads"), "Multinomial": ("sample_size", "depth")}
 
 
+def _count_text(count: float) -> str:
+    return f"{count:,.0f}" if count < 1e15 else "infinitely many" if math.isinf(count) else f"about {count:.3g}"
+
+
 def _tensors(graph_or_node_attrs):
     """Every TensorProto an attribute list holds (sparse tensors as their values and indices)."""
     for a in graph_or_node_attrs:
@@ -1196,7 +1201,7 @@ def check_before_run(path: str) -> None:
         bound = MAX_RUN_ELEMENTS if what == "shape" else MAX_RUN_FACTOR
         if total > bound:
             size = "elements" if what == "shape" else "times its input"
-            raise refuse(f"{label} would make {total:,.0f} {size} (its {what}); cnndsl run allows at most "
+            raise refuse(f"{label} would make {_count_text(total)} {size} (its {what}); cnndsl run allows at most "
                          f"{bound:,}", "run a model this large with ONNX Runtime directly, if you trust it")
 
     def check_range(consts: dict, node) -> None:
@@ -1205,17 +1210,17 @@ def check_before_run(path: str) -> None:
             return
         start, limit, delta = (float(np.ravel(v)[0]) for v in values)
         if delta != 0 and all(map(math.isfinite, (start, limit, delta))):
-            count = max(0.0, math.ceil((limit - start) / delta))
+            count = max(0.0, (limit - start) / delta)       # may be inf: 1e308 / 1e-308
             if count > MAX_RUN_ELEMENTS:
-                raise refuse(f"Range {_show(node.name or node.output[0])} would make {count:,.0f} elements; "
+                raise refuse(f"Range {_show(node.name or node.output[0])} would make {_count_text(count)} elements; "
                              f"cnndsl run allows at most {MAX_RUN_ELEMENTS:,}")
 
     # (nodes, initializers, attribute tensors' owners, constants seen from outer graphs)
-    todo = [(model.graph.node, list(model.graph.initializer), list(model.graph.sparse_initializer), {})]
-    todo += [(f.node, [], [], {}) for f in model.functions]
+    todo = [(model.graph.node, list(model.graph.initializer), list(model.graph.sparse_initializer), ChainMap())]
+    todo += [(f.node, [], [], ChainMap()) for f in model.functions]
     while todo:
         nodes, inits, sparse, outer = todo.pop()
-        consts = dict(outer)
+        consts = outer.new_child()      # a subgraph sees the constants of the graphs around it (no copy)
         for t in inits:
             check_external(t)
             consts[t.name] = t
