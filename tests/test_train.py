@@ -84,8 +84,10 @@ def test_sigint_saves_and_resume_finishes(tmp_path):
     spec = tmp_path / "small.cnn"
     spec.write_text(SMALL)
     # many short epochs, so the signal sent as soon as epoch 1 is logged lands mid-run on any machine
+    # --lr 0.01: at the default 0.05 this net without batch norm diverges in epoch 2 (loss ~1e12), which the
+    # trainer now reports as an error instead of finishing with NaN-sized weights
     args = [sys.executable, "-m", "cnndsl", "train", str(spec), "--data", str(npz), "--epochs", "12",
-            "--batch-size", "16", "--device", "cpu", "--quiet"]
+            "--batch-size", "16", "--device", "cpu", "--quiet", "--lr", "0.01"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT)
