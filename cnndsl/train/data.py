@@ -390,7 +390,7 @@ def _read_limited(path: Path, limit: Optional[int] = None) -> bytes:
     if limit is None:
         limit, why = data_budget()
     else:
-        why = f"the limit of {limit:,}"
+        why = f"the limit of {limit:,} bytes"
     try:
         if path.stat().st_size > limit:
             raise DataError(f"{path} has {path.stat().st_size:,} bytes, beyond {why}")

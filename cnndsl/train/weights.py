@@ -3,8 +3,8 @@
 Checkpoints are loaded with torch.load(weights_only=True), which builds tensors and plain containers only; what
 comes out is then checked to be a dict of name -> finite tensor before anyone copies it into a model. Files are
 opened only if they are regular files (a pipe would block), and what they hold is sized from the zip directory or
-the .npy headers before anything is decompressed: at most MAX_WEIGHTS_BYTES, and at most a share of the memory
-this machine has free.
+the .npy headers before anything is decompressed: at most MAX_WEIGHTS_BYTES and half the memory this machine has
+free, and, when the caller says which weights its model has (read_state_dict's `expected`), nothing else.
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ class WeightsError(CnnDslError):
 def _budget(expected: Expected, share: float) -> tuple[int, str]:
     """Bytes a weights file may hold: the global cap, this machine's free memory, and (given the expected
     shapes) `share` times the spec's own weights; with the words for the message."""
-    budget = memory_budget(MAX_WEIGHTS_BYTES, 0.8)
+    budget = memory_budget(MAX_WEIGHTS_BYTES, 0.5)
     why = f"the limit of {MAX_WEIGHTS_BYTES:,} bytes" if budget == MAX_WEIGHTS_BYTES else \
-        f"the limit of {budget:,} bytes (80% of this machine's free memory)"
+        f"the limit of {budget:,} bytes (half of this machine's free memory)"
     if isinstance(expected, Mapping):
         own = sum(math.prod(s) for s in expected.values()) * SPEC_ITEM_BYTES
         spec_budget = int(own * share) + (1 << 20)
