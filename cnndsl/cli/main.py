@@ -79,8 +79,8 @@ def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, 
     graph = _load(spec, _input_shape(input_shape))
     if target == "onnx":
         from ..backends.to_onnx import DEFAULT_OPSET, save, to_onnx
-        from ..train.weights import read_state_dict
-        state = read_state_dict(weights) if weights else None
+        from ..train.weights import model_weights, read_state_dict
+        state = read_state_dict(weights, expected=model_weights(graph)) if weights else None
         model = to_onnx(graph, weights=state, opset=opset or DEFAULT_OPSET, seed=seed, fp16=fp16,
                         dynamic_batch=not static_batch, logits=logits)
         _guard_output(output, lambda: save(model, output, external_data=True if external_data else None))
