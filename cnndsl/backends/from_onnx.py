@@ -409,9 +409,9 @@ class _Importer:
         return real, offset, length
 
     def values(self, node, index: int, what: str, integers: bool = False, limit: int = MAX_VALUES,
-               rank: Optional[int] = 1):
+               rank: Optional[int] = 1, minus_infinity: bool = False):
         """The values of a small constant input (None when left out): at most `limit` numbers, of the given
-        rank (0: a scalar; None: any)."""
+        rank (0: a scalar; None: any), finite (or -inf, where `minus_infinity`)."""
         t = self.const(node, index, what)
         if t is None:
             return None
@@ -440,7 +440,8 @@ class _Importer:
                             f"{'a scalar' if rank == 0 else f'rank {rank}'}, not {fmt_shape(array.shape)}")
         if integers and array.dtype.kind not in "iu":
             raise self.fail(f"{self.label(node)}: its {what} {_show(name)} must hold integers")
-        if not integers and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        if not integers and array.dtype.kind == "f" and \
+                not np.all(np.isfinite(array) | ((array == -np.inf) if minus_infinity else False)):
             raise self.fail(f"{self.label(node)}: its {what} {_show(name)} is not finite")
         return array
 
@@ -471,8 +472,9 @@ class _Importer:
         finally:
             os.close(fd)
 
-    def scalar(self, node, index: int, what: str, rank: Optional[int] = None) -> Optional[float]:
-        array = self.values(node, index, what, rank=rank)
+    def scalar(self, node, index: int, what: str, rank: Optional[int] = None,
+               minus_infinity: bool = False) -> Optional[float]:
+        array = self.values(node, index, what, rank=rank, minus_infinity=minus_infinity)
         if array is None:
             return None
         if array.size != 1 or array.ndim > 1:     # a scalar, or (as ONNX Runtime takes it) a 1-element vector
@@ -819,24 +821,31 @@ class _Importer:
             if pads is None:
                 raise self.fail(f"{self.label(node)} has no pads")
             pads = pads.ravel().tolist()
-            value = self.scalar(node, 2, "padding value") or 0.0
+            value = self.scalar(node, 2, "padding value", minus_infinity=True) or 0.0
         else:
             pads = list(self.ints(node, a, "pads", (), low=None))
-            value = self.float_(node, a, "value", 0.0)
-        if mode != "constant" or value != 0.0 or len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] or \
-                pads[2:4] != pads[6:8] or min(pads) < 0:
-            raise self.fail(f"{self.label(node)} is not a symmetric zero padding of height and width")
+            attr = self._attr(node, a, "value", "FLOAT")
+            value = -math.inf if attr is not None and attr.f == -math.inf else self.float_(node, a, "value", 0.0)
+        # zeros, as the padding an average counts (cnndsl's avgpool): symmetric; -inf, as max pooling pads
+        # (what cnndsl writes where ONNX's own pads cannot reach): any amounts, the pooling sorts out the windows
+        if mode != "constant" or value not in (0.0, -math.inf) or len(pads) != 8 or pads[:2] != [0, 0] or \
+                pads[4:6] != [0, 0] or (value == 0.0 and pads[2:4] != pads[6:8]) or min(pads) < 0:
+            raise self.fail(f"{self.label(node)} is not a symmetric zero padding (or a -inf padding) of height and "
+                            "width")
         self.within(node, "the padding", pads, 0)
         self.spatial(node, src)
-        self.pads[node.output[0]] = (src, tuple(pads[2:4]))
+        self.pads[node.output[0]] = (src, tuple(pads[2:4]), tuple(pads[6:8]), value)
 
     def _pool(self, node, a, op):
         padded = self.pads.pop(node.input[0], None)
-        if padded and op == "maxpool":
-            raise self.fail(f"{self.label(node)} pools a zero-padded value ({_show(node.input[0])}); max pooling "
-                            "pads with -inf, so cnndsl cannot fold the zeros into it",
-                            "cnndsl imports a Pad only as the padding of the AveragePool after it")
-        src, extra = padded if padded else (self.data(node), (0, 0))
+        if padded and (padded[3] == 0.0) != (op == "avgpool"):
+            if op == "maxpool":
+                raise self.fail(f"{self.label(node)} pools a zero-padded value ({_show(node.input[0])}); max "
+                                "pooling pads with -inf, so cnndsl cannot fold the zeros into it",
+                                "cnndsl imports a zero Pad only as the padding of the AveragePool after it")
+            raise self.fail(f"{self.label(node)} averages a value padded with -inf ({_show(node.input[0])})",
+                            "cnndsl imports a -inf Pad only as the padding of the MaxPool after it")
+        src, extra, extra_end = padded[:3] if padded else (self.data(node), (0, 0), (0, 0))
         n_in = self.spatial(node, src)
         if "kernel_shape" not in a:
             raise self.fail(f"{self.label(node)} has no kernel_shape")
@@ -849,7 +858,8 @@ class _Importer:
         if op == "avgpool" and dil != (1, 1):
             raise self.fail(f"{self.label(node)} has dilations {fmt_shape(dil)}; cnndsl's average pooling has none")
         begin, end = self.spatial_pads(node, a, kernel, strides, dil,
-                                       (n_in[0], n_in[1] + 2 * extra[0], n_in[2] + 2 * extra[1]), pool=True)
+                                       (n_in[0], n_in[1] + extra[0] + extra_end[0], n_in[2] + extra[1] + extra_end[1]),
+                                       pool=True)
         for i in (0, 1):
             if max(begin[i], end[i]) >= kernel[i]:
                 raise self.fail(f"{self.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
@@ -863,7 +873,7 @@ class _Importer:
         # the output ONNX computes, then the IR pooling (symmetric padding, ceil or not) that gives it
         want = []
         for i in (0, 1):
-            n = n_in[1 + i] + 2 * extra[i]
+            n = n_in[1 + i] + extra[i] + extra_end[i]
             span = n + begin[i] + end[i] - dil[i] * (kernel[i] - 1) - 1
             want.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
         if min(want) < 1:
@@ -877,7 +887,8 @@ class _Importer:
             # an average divides by its window clipped to the padded input: the IR's padding is `begin` at both
             # ends, so the last window must not reach past the shorter of the two end paddings
             last = (want[i] - 1) * strides[i] - begin[i] + kernel[i]
-            if op == "avgpool" and begin[i] != end[i] and last > n_in[1 + i] + 2 * extra[i] + min(begin[i], end[i]):
+            if op == "avgpool" and begin[i] != end[i] and last > n_in[1 + i] + extra[i] + extra_end[i] + \
+                    min(begin[i], end[i]):
                 raise self.fail(f"{self.label(node)} pads asymmetrically ({begin[i]} before, {end[i]} after) "
                                 "where its last window reaches, so its average there differs from PyTorch's")
         for mode in (False, True):
