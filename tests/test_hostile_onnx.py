@@ -1004,7 +1004,8 @@ def _random_cnn(r):
             nodes.append(_node("Conv", [cur, w, b], out, **attrs))
             channels = width
         elif kind in ("pool", "padpool"):
-            op = r.choice(["MaxPool", "AveragePool"]) if kind == "pool" else "AveragePool"
+            low = kind == "padpool" and r.random() < .4        # a -inf Pad, before a MaxPool
+            op = r.choice(["MaxPool", "AveragePool"]) if kind == "pool" else "MaxPool" if low else "AveragePool"
             attrs = {"kernel_shape": [r.choice([1, 2, 3]), r.choice([1, 2, 3])], "ceil_mode": r.choice([0, 1]),
                      "strides": [r.choice([1, 2, 3]), r.choice([1, 2])]}
             if op == "AveragePool":
@@ -1017,8 +1018,11 @@ def _random_cnn(r):
                 attrs["pads"] = [r.choice([0, 1]) for _ in range(4)]
             if kind == "padpool":
                 padded, amounts, ph, pw = new("pad"), new("pads"), r.choice([0, 1, 2]), r.choice([0, 1, 2])
-                inits.append(ints(amounts, [0, 0, ph, pw] * 2))
-                nodes.append(_node("Pad", [cur, amounts], padded))
+                ends = [r.choice([0, 1, 2]), r.choice([0, 1, 2])] if low else [ph, pw]
+                inits.append(ints(amounts, [0, 0, ph, pw, 0, 0, *ends]))
+                if low:
+                    inits.append(floats(amounts + "low", -np.inf))
+                nodes.append(_node("Pad", [cur, amounts] + ([amounts + "low"] if low else []), padded))
                 cur = padded
             nodes.append(_node(op, [cur], out, **attrs))
         elif kind == "bn":

@@ -26,7 +26,8 @@ from ..ir.ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
-             "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (before AveragePool), "
+             "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (zeros before AveragePool, "
+             "-inf before MaxPool), "
              "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it)")
 
 MAX_FILE_BYTES = 2 << 30     # protobuf cannot parse a larger message; larger weights belong in external data
