@@ -1,13 +1,10 @@
 """`cnndsl run`: an ONNX model through ONNX Runtime."""
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
 from ..errors import printable
-from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _read_text, _write_atomic, main  # noqa: F401
+from .common import FiniteFloat, _guard, _write_atomic, main
 
 
 def _regular(path: str, what: str):
