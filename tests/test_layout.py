@@ -89,3 +89,18 @@ def test_compile_takes_paths_and_compile_text_takes_text(tmp_path, monkeypatch):
         cnndsl.compile("missing.cnn")
     with pytest.raises(TypeError, match="cnndsl.compile"):
         cnndsl.compile_text(spec)
+
+
+def test_verify_holds_attributes_to_each_ops_schema():
+    from types import MappingProxyType
+
+    from cnndsl.ir import Graph, verify
+    graph = cnndsl.compile_text("input 8x8x1\nconv3-4 | gap | fc3")
+    conv = graph.nodes[1]
+    for bad in ({**conv.attrs, "kernel": (3, 0)}, {**conv.attrs, "bias": 1}, {k: v for k, v in conv.attrs.items()
+                                                                             if k != "groups"},
+                {**conv.attrs, "extra": 1}):
+        nodes = list(graph.nodes)
+        nodes[1] = conv._replace(attrs=MappingProxyType(bad))
+        with pytest.raises(cnndsl.InternalError, match="attribute|schema"):
+            verify(Graph(tuple(nodes)))

@@ -57,6 +57,17 @@ def scope_labels(nodes) -> dict[str, Span]:
     return found
 
 
+class Row:
+    """A node under construction: what becomes an IR Node (attributes may still change, e.g. a bias that a
+    following batch norm removes)."""
+
+    __slots__ = ("name", "op", "inputs", "attrs", "shape", "stage", "span", "label")
+
+    def __init__(self, name, op, inputs, attrs, shape, stage, span, label):
+        self.name, self.op, self.inputs, self.attrs = name, op, inputs, attrs
+        self.shape, self.stage, self.span, self.label = shape, stage, span, label
+
+
 class Pending(NamedTuple):
     """A weight layer's activation, held back so a following `bn` can sit before it."""
 
@@ -81,7 +92,7 @@ class _Lowering:
     replay_calls = True    # reuse a block call's nodes for a later call with the same key (see replay)
 
     def __init__(self, spec: A.Spec, input_shape: Optional[tuple[int, int, int]]):
-        self.nodes: list[list] = []          # [name, op, inputs, attrs, shape, stage, span, label]
+        self.nodes: list[Row] = []
         self.names: set[str] = set()
         self.scope = Scope("")
         self.stage = "stage1"
@@ -160,7 +171,7 @@ class _Lowering:
             raise self.error(LimitError, f"the network grows beyond {limits.MAX_NODES:,} nodes", span,
                              "lower the repeat counts")
         self.names.add(name)
-        self.nodes.append([name, op, inputs, attrs, shape, stage or self.stage, span, label])
+        self.nodes.append(Row(name, op, inputs, attrs, shape, stage or self.stage, span, label))
         return name
 
     def enter(self, segment: str, *syntax) -> Scope:
@@ -327,8 +338,8 @@ class _Lowering:
         p = cur.pending
         if op != NO_ACTIVATION and OPS[op].fuses_after_weight and p is not None and p.fusable:
             owner = self.nodes[p.owner]       # batch norm between a weight layer and its activation
-            if OPS[owner[1]].weight and owner[3].get("bias_default"):
-                owner[3]["bias"] = False
+            if OPS[owner.op].weight and owner.attrs.get("bias_default"):
+                owner.attrs["bias"] = False
             name = self.fresh(OPS[op].kind, label, label_span)
             self.emit(name, op, (cur.node,), attrs, self.shape_of(op, attrs, [in_shape], node, span), span,
                       label=label)
@@ -419,7 +430,7 @@ class _Lowering:
             self.env, self.scope, self.label_suffix = outer_env, outer_scope, saved_suffix
             self.calls.pop()
         if key is not None and cur.pending is None:
-            rows = [[r[0], r[1], r[2], dict(r[3]), r[4], r[6], r[7]] for r in self.nodes[first:]]
+            rows = [(r.name, r.op, r.inputs, dict(r.attrs), r.shape, r.span, r.label) for r in self.nodes[first:]]
             self.calls_done[key] = (scope_name + ".", entry.node, rows, cur)
         return cur
 
@@ -582,7 +593,7 @@ class _Lowering:
         try:
             first = len(self.nodes)
             body = self.lower(node.body, Cursor(cur.node, cur.shape, None))
-            has_bn = any(n[1] == "bn" for n in self.nodes[first:])
+            has_bn = any(OPS[r.op].fuses_after_weight for r in self.nodes[first:])
             if node.shortcut is not None:
                 short = self.flush(self.lower(node.shortcut, Cursor(cur.node, cur.shape, None)))
             elif body.shape == cur.shape:
@@ -820,7 +831,7 @@ class _Lowering:
                 cur = self.lower(stage, cur)
                 del root.labels[name]
             self.names.add(name)
-        if cur.pending is not None and len(self.nodes[cur.pending.owner][4]) == 1:
+        if cur.pending is not None and len(self.nodes[cur.pending.owner].shape) == 1:
             cur = Cursor(cur.node, cur.shape, None)   # the classifier outputs logits
         self.flush(cur)
         return self.nodes
@@ -836,7 +847,7 @@ def lower(spec: A.Spec, source: str = "", filename: str = "<spec>",
         raise lowering.error(LimitError, "the network nests too deeply to lower", lowering.where,
                              "flatten the nesting, or use fewer nested blocks") from None
     nodes = []
-    for name, op, inputs, attrs, shape, stage, span, label in rows:
-        attrs.pop("bias_default", None)
-        nodes.append(make_node(name, op, inputs, attrs, shape, stage, span, label))
+    for r in rows:
+        r.attrs.pop("bias_default", None)
+        nodes.append(make_node(r.name, r.op, r.inputs, r.attrs, r.shape, r.stage, r.span, r.label))
     return verify(Graph(tuple(nodes), source, filename, lowering.settings))

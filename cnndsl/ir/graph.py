@@ -121,6 +121,10 @@ def verify(graph: Graph) -> Graph:
             if i not in shapes:
                 raise InternalError(f"node {n.name!r} reads {i!r}, which is not defined before it")
             used.add(i)
+        try:
+            op.check_attrs(n.attrs)
+        except OpError as e:
+            raise InternalError(f"node {n.name!r}: {e.message}") from None
         if n.op != "input":
             if not n.inputs:
                 raise InternalError(f"node {n.name!r} has no inputs")

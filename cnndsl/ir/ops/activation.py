@@ -19,6 +19,7 @@ class Activation(Op):
         self.name = self.kind = name
         self.torch_class, self.emit = torch_class, onnx
         self.defaults = options or {}
+        self.ATTRS = {k: "real" for k in self.defaults}
         self.inplace = inplace
         self.torch_options = torch_options or {}     # spec option -> PyTorch keyword (None: positional)
 

@@ -193,6 +193,26 @@ class Op:
     needs_vector = False   # takes a vector: lowering flattens a feature map before it (fc)
     slides = False         # a sliding window with kernel, stride and padding attributes (conv, pooling)
 
+    ATTRS: dict = {}       # attribute -> kind ("count", "pair", "pair0", "bool", "real"): the IR's schema of the op
+
+    def check_attrs(self, a) -> None:
+        """The attributes an IR node of this op must have, of the kinds its schema says (ir.verify asks)."""
+        if set(a) != set(self.ATTRS):
+            raise OpError(f"{self.name} has attributes {sorted(a)}, its schema {sorted(self.ATTRS)}")
+        for key, kind in self.ATTRS.items():
+            v = a[key]
+            if kind == "bool":
+                ok = isinstance(v, bool)
+            elif kind == "real":
+                ok = isinstance(v, float) and isfinite(v)
+            elif kind == "count":
+                ok = type(v) is int and v >= 1
+            else:
+                low = 0 if kind == "pair0" else 1
+                ok = isinstance(v, tuple) and len(v) == 2 and all(type(x) is int and x >= low for x in v)
+            if not ok:
+                raise OpError(f"{self.name} attribute {key} is {v!r}, not a {kind}")
+
     def shape(self, a: dict, ins: list) -> tuple:
         return ins[0]
 

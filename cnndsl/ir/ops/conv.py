@@ -10,6 +10,8 @@ from .base import (LayerArgs, Op, OpError, _bool, _check_size, _count, _options,
 
 class Conv(Op):
     name = kind = "conv"
+    ATTRS = {"out": "count", "kernel": "pair", "stride": "pair", "padding": "pair0", "dilation": "pair",
+             "groups": "count", "bias": "bool"}
     weight = True
     windowed = True
     ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",

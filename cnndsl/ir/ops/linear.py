@@ -6,6 +6,7 @@ from .base import GLOBAL, LayerArgs, Op, OpError, _bool, _count, _options, fmt_s
 
 class FC(Op):
     name = kind = "fc"
+    ATTRS = {"out": "count", "bias": "bool"}
     weight = True
     windowed = True
     ALIASES = {"bias": "bias", "nobias": "nobias"}

@@ -7,6 +7,7 @@ from .base import LayerArgs, Op, OpError, _count, _no_sizes, _options, _real, _s
 
 class BatchNorm(Op):
     name = kind = "bn"
+    ATTRS = {"eps": "real", "momentum": "real"}
     fuses_after_weight = True
     fresh_output = True
     ALIASES = {"eps": "eps", "momentum": "momentum"}
@@ -60,6 +61,7 @@ class BatchNorm(Op):
 
 class LRN(Op):
     name = kind = "lrn"
+    ATTRS = {"size": "count", "alpha": "real", "beta": "real", "k": "real"}
     fresh_output = True
     ALIASES = {"size": "size", "n": "size", "alpha": "alpha", "beta": "beta", "k": "k"}
 

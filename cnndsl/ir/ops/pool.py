@@ -17,6 +17,7 @@ class Pool(Op):
     windowed = True
     fresh_output = True
     slides = True
+    ATTRS = {"kernel": "pair", "stride": "pair", "padding": "pair0", "ceil": "bool", "dilation": "pair"}
 
     def __init__(self, name: str, torch_class: str, onnx_type: str):
         self.name = self.kind = name
@@ -119,6 +120,7 @@ class AdaptivePool(Op):
 
     windowed = True
     fresh_output = True
+    ATTRS = {"output": "pair"}
 
     def __init__(self, name: str, torch_class: str, onnx_kind: str, global_word: str):
         self.name = name

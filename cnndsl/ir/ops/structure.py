@@ -12,6 +12,7 @@ class Input(Op):
 
 class Dropout(Op):
     name = kind = "dropout"
+    ATTRS = {"p": "real"}
     ALIASES = {"p": "p", "rate": "p"}
 
     def build(self, args: LayerArgs, in_shape: tuple) -> dict:
