@@ -1152,7 +1152,8 @@ def check_before_run(path: str) -> None:
     of ops (Concat of a value with itself, again and again, or Tile after Tile, each within its bound),
     broadcasting of two large values against each other (an outer product), heavy but finite compute (a
     huge Conv or MatMul over a large input), and output sizes set by other attributes (RoiAlign's output
-    size). `cnndsl run` also stops ONNX Runtime after its --timeout, which ends any run that overstays.
+    size). `cnndsl run` also stops ONNX Runtime after its --timeout (between kernels, a Loop's iterations
+    included): that bounds time, not memory. This replaces the older check_external_data.
     """
     from .onnx_run import RunError
     model = _read(path)
