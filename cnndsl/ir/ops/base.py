@@ -170,6 +170,9 @@ def widest_adaptive_window(size: int, count: int) -> int:
     return -(-(count - gcd(size, count) + size) // count)
 
 
+_GOOD_ATTRS: set = set()     # (op name, attribute items) that passed Op.check_attrs
+
+
 class Op:
     """Everything about one IR op. Subclasses override what differs from a shape-preserving no-param op.
 
@@ -196,7 +199,23 @@ class Op:
     ATTRS: dict = {}       # attribute -> kind ("count", "pair", "pair0", "bool", "real"): the IR's schema of the op
 
     def check_attrs(self, a) -> None:
-        """The attributes an IR node of this op must have, of the kinds its schema says (ir.verify asks)."""
+        """The attributes an IR node of this op must have, of the kinds its schema says (ir.verify asks).
+
+        Networks repeat the same layers, so attribute sets already found good are remembered (a bounded set).
+        """
+        try:
+            key = (self.name, tuple(a.items()))
+            if key in _GOOD_ATTRS:
+                return
+        except TypeError:           # an unhashable value: check it, remember nothing
+            key = None
+        self._check_attrs(a)
+        if key is not None:
+            if len(_GOOD_ATTRS) > 50_000:
+                _GOOD_ATTRS.clear()
+            _GOOD_ATTRS.add(key)
+
+    def _check_attrs(self, a) -> None:
         if set(a) != set(self.ATTRS):
             raise OpError(f"{self.name} has attributes {sorted(a)}, its schema {sorted(self.ATTRS)}")
         for key, kind in self.ATTRS.items():
