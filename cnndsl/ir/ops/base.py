@@ -203,17 +203,13 @@ class Op:
 
         Networks repeat the same layers, so attribute sets already found good are remembered (a bounded set).
         """
-        try:
-            key = (self.name, tuple(a.items()))
-            if key in _GOOD_ATTRS:
-                return
-        except TypeError:           # an unhashable value: check it, remember nothing
-            key = None
+        key = (self.name, repr(tuple(a.items())))     # repr: True and 1, 3 and 3.0 are different attributes
+        if key in _GOOD_ATTRS:
+            return
         self._check_attrs(a)
-        if key is not None:
-            if len(_GOOD_ATTRS) > 50_000:
-                _GOOD_ATTRS.clear()
-            _GOOD_ATTRS.add(key)
+        if len(_GOOD_ATTRS) > 50_000:
+            _GOOD_ATTRS.clear()
+        _GOOD_ATTRS.add(key)
 
     def _check_attrs(self, a) -> None:
         if set(a) != set(self.ATTRS):
