@@ -15,21 +15,30 @@ from test_receptive_field import positive_model  # noqa: E402
 
 def measuring_model(graph, nodes):
     """positive_model (every path adds, none cancels), with a dilated max pool measured as what it reads: a
-    depthwise convolution with the same dilated windows (an average pool has no dilation)."""
+    depthwise convolution with the same dilated windows (an average pool has no dilation), after explicit end
+    padding where it pools in ceil mode."""
+    from cnndsl.ir.names import module_paths
     model = positive_model(graph, nodes)
     plain = cnndsl.to_torch(graph, return_nodes=nodes)
+    node_of = {".".join(path): graph[name] for name, path in module_paths(graph).items()}
     for (name, theirs), (_, ours) in zip(plain.named_modules(), model.named_modules()):
-        if isinstance(theirs, torch.nn.MaxPool2d) and theirs.dilation not in (1, (1, 1)) and not theirs.ceil_mode:
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            channels = graph[next(n.name for n in graph.nodes if name.endswith(n.name.split(".")[-1]))].shape[0]
-            conv = torch.nn.Conv2d(channels, channels, theirs.kernel_size, theirs.stride, theirs.padding,
-                                   theirs.dilation, groups=channels, bias=False).double()
-            torch.nn.init.constant_(conv.weight, 1.0)
-            key = name.rpartition(".")[2]
-            if isinstance(parent, torch.nn.ModuleDict):
-                parent[key] = conv
-            else:
-                setattr(parent, key, conv)
+        if not isinstance(theirs, torch.nn.MaxPool2d) or theirs.dilation in (1, (1, 1)):
+            continue
+        node = node_of[name]
+        src = graph[node.inputs[0]].shape
+        a = node.attrs
+        conv = torch.nn.Conv2d(src[0], src[0], a["kernel"], a["stride"], a["padding"], a["dilation"],
+                               groups=src[0], bias=False).double()
+        torch.nn.init.constant_(conv.weight, 1.0)
+        ends = [max(0, (node.shape[1 + i] - 1) * a["stride"][i] + a["dilation"][i] * (a["kernel"][i] - 1) + 1
+                    - src[1 + i] - 2 * a["padding"][i]) for i in (0, 1)]
+        layer = torch.nn.Sequential(torch.nn.ZeroPad2d((0, ends[1], 0, ends[0])), conv) if any(ends) else conv
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        key = name.rpartition(".")[2]
+        if isinstance(parent, torch.nn.ModuleDict):
+            parent[key] = layer
+        else:
+            setattr(parent, key, layer)
     return model
 
 

@@ -92,6 +92,14 @@ class Pool(Op):
             ceil = 0
             for i, (keff, stride, _) in enumerate(sliding_window(a)):
                 pads[2 + i] = max(0, (n.shape[1 + i] - 1) * stride + keff - shapes[0][1 + i] - pads[i])
+            if pads[2] >= a["kernel"][0] or pads[3] >= a["kernel"][1]:
+                # ONNX Runtime wants every pad smaller than the kernel (not the dilated window): pad with -inf
+                # explicitly, then pool without padding
+                amounts = em.ints(f"{n.name}.pads", [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])
+                value = em.op("Pad", [ins[0], amounts, em.const(f"{n.name}.low", float("-inf"))],
+                              f"{n.name}.padded", f"{n.name}.pad", mode="constant")
+                return em.op("MaxPool", [value], n.name, n.name, kernel_shape=list(a["kernel"]),
+                             strides=list(a["stride"]), pads=[0, 0, 0, 0], ceil_mode=0, **extra)
         elif ceil:
             # Average pooling: PyTorch divides by the window clipped to the padded input. Pad with zeros
             # explicitly, then pool in floor mode with uncounted end padding that admits PyTorch's last window.
@@ -227,7 +235,8 @@ SPELLINGS = {
 
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
 EXAMPLES = {
-    "maxpool": ("maxpool", "maxpool3/2", "maxpool3/2[pad=1, ceil]", "maxpool2x3/1x2", "maxpool3/1[dilation=2]"),
+    "maxpool": ("maxpool", "maxpool3/2", "maxpool3/2[pad=1, ceil]", "maxpool2x3/1x2", "maxpool3/1[dilation=2]",
+                "maxpool2x3/2[pad=1x0, ceil, dilation=2]"),
     "avgpool": ("avgpool", "avgpool3/2[pad=1]", "avgpool3/2[ceil]", "avgpool3/2[pad=1, ceil]", "avgpool2x1/1"),
     "adaptive_avgpool": ("gap", "adaptiveavgpool3", "adaptiveavgpool2x5", "adaptiveavgpool9x4 + conv1-2"),
     "adaptive_maxpool": ("gmp", "adaptivemaxpool3", "adaptivemaxpool4x2"),
