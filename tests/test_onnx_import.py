@@ -154,3 +154,27 @@ def test_weights_that_do_not_fit_name_the_spec_and_its_line(tmp_path, cli, monke
     with pytest.raises(cnndsl.CnnDslError) as info:
         to_onnx(graph, weights=state)
     assert info.value.filename == "wider.cnn" and info.value.source == graph.source
+
+
+def test_activations_written_as_several_nodes_import_only_in_their_exact_form():
+    """x * Sigmoid(x) is silu; x * Sigmoid(y) with another y, or a Sigmoid also read elsewhere, is not (the
+    rewrite would change what the other reader gets): those are refused, never approximated."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(nodes, output="y"):
+        w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+        graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"])] + nodes, "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 2, 4, 4])], [w])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m
+    good = model([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])])
+    assert [n.op for n in import_onnx(good).nodes] == ["input", "conv", "silu"]
+    other = model([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])])
+    shared = model([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["m"]),
+                    helper.make_node("Add", ["m", "s"], ["y"])])
+    scaled = model([helper.make_node("Mul", ["c", "w"], ["y"])])
+    for bad in (other, shared, scaled):
+        with pytest.raises(cnndsl.CnnDslError, match="Mul|multiplies|scales"):
+            import_onnx(bad)

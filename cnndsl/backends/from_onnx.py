@@ -28,7 +28,9 @@ SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
              "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (zeros before AveragePool, "
              "-inf before MaxPool), "
-             "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it)")
+             "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it), HardSigmoid, "
+             "Mish, and the forms activations take at older opsets: x * Sigmoid(x) (silu), x * HardSigmoid(x) "
+             "(hardswish), x * Tanh(Softplus(x)) (mish), x/2 * (1 + Erf(x / sqrt 2)) (gelu)")
 
 MAX_FILE_BYTES = 2 << 30     # protobuf cannot parse a larger message; larger weights belong in external data
 MAX_VALUES = 64              # elements of a tensor whose values are read (a Reshape target, pads, axes, bounds)
@@ -60,6 +62,9 @@ OPSPEC: dict[str, tuple] = {
     "Pad": (1, 4, 1, ("mode", "pads", "value")), "Slice": (3, 5, 1, ()),
     "ReduceMean": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
     "ReduceMax": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
+    "HardSigmoid": (1, 1, 1, ("alpha", "beta")), "Mish": (1, 1, 1, ()), "Softplus": (1, 1, 1, ()),
+    "Mul": (2, 2, 1, ("axis", "broadcast") + _OLD), "Div": (2, 2, 1, ("axis", "broadcast") + _OLD),
+    "Erf": (1, 1, 1, ()),
 }
 
 
@@ -170,6 +175,8 @@ class _Importer:
         self.names: set[str] = set()
         self.suffix: dict[str, int] = {}       # base name -> last suffix tried: duplicate names cost O(1) each
         self.pads: dict[str, tuple] = {}       # ONNX Pad outputs waiting for their AveragePool
+        # pieces of an activation written as several nodes (older opsets): ONNX value -> (form, IR source)
+        self.parts: dict[str, tuple[str, str]] = {}
         # uneven adaptive pooling, as emitted by cnndsl: Slice -> ReduceMean/Max per band, Concat the bands,
         # first along the rows, then along the columns; these hold the pieces until the last Concat
         self.slices: dict[str, tuple] = {}     # Slice output -> (source, axis, start, end)
@@ -200,6 +207,10 @@ class _Importer:
         if value in self.pads:
             raise self.fail(f"the padded value {_show(value)} feeds something other than one average pooling",
                             "cnndsl imports a Pad only as the padding of the AveragePool after it")
+        if value in self.parts:
+            raise self.fail(f"the value {_show(value)} ({self.parts[value][0]}) is used on its own",
+                            "cnndsl imports Softplus, Erf and Mul/Div/Add by a constant only as parts of mish "
+                            "and gelu, written as its exporter writes them")
         if value in self.slices or value in self.bands or value in self.rows_pooled:
             raise self.fail(f"the value {_show(value)}, part of an adaptive pooling, is used on its own",
                             "cnndsl imports Slice/Reduce/Concat only in the pattern its exporter writes")
@@ -765,6 +776,12 @@ class _Importer:
         self.int_(node, a, "axis")
         self.int_(node, a, "broadcast")
         consts = [i for i, v in enumerate(node.input) if v in self.consts]
+        erf = [v for v in node.input if self.parts.get(v, (None,))[0] == "erf"]
+        if consts and erf:              # 1 + erf(x / sqrt 2): part of a gelu
+            if abs((self.scalar(node, consts[0], "addend") or 0) - 1.0) > 1e-9 or not self._single_use(erf[0]):
+                raise self.fail(f"{self.label(node)} is not part of a gelu (1 + erf)")
+            self.parts[node.output[0]] = ("1+erf", self.parts[erf[0]][1])
+            return
         if consts:      # MatMul + Add(bias): the bias of a linear layer
             if len(consts) == len(node.input):
                 raise self.fail(f"{self.label(node)} adds constants only")
@@ -992,9 +1009,82 @@ class _Importer:
         return handle
 
     n_Relu = _act("relu")
-    n_Tanh = _act("tanh")
+    def n_Tanh(self, node, a):
+        form, x = self.parts.get(node.input[0], (None, None))
+        if form == "softplus" and self._single_use(node.input[0]):     # tanh(softplus(x)): a mish's gate
+            self.parts[node.output[0]] = ("tanh(softplus)", x)
+            return
+        self.ints(node, a, "consumed_inputs", high=1 << 62)
+        self.add(node, "tanh", [self.data(node)], {})
     n_Sigmoid = _act("sigmoid")
     n_HardSwish = _act("hardswish")
+    n_Mish = _act("mish")
+
+    def n_HardSigmoid(self, node, a):
+        alpha = self.float_(node, a, "alpha", 0.2)
+        beta = self.float_(node, a, "beta", 0.5)
+        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+            raise self.fail(f"{self.label(node)} is HardSigmoid with alpha {alpha:g}, beta {beta:g}; cnndsl's "
+                            "hardsigmoid is PyTorch's (alpha 1/6, beta 0.5)")
+        self.add(node, "hardsigmoid", [self.data(node)], {})
+
+    # ------------------------------------ activations written as several nodes --
+    def _single_use(self, value: str) -> bool:
+        return self.uses.get(value, 0) == 1
+
+    def n_Softplus(self, node, a):
+        self.parts[node.output[0]] = ("softplus", self.data(node))
+
+    def n_Erf(self, node, a):
+        form, x = self.parts.get(node.input[0], (None, None))
+        if form != "x/sqrt2" or not self._single_use(node.input[0]):
+            raise self.fail(f"{self.label(node)} is not part of a gelu (Erf of x / sqrt 2)")
+        self.parts[node.output[0]] = ("erf", x)
+
+    def n_Div(self, node, a):
+        value = self.scalar(node, 1, "divisor") if node.input[1] in self.consts else None
+        if value is None or abs(value - 2 ** 0.5) > 1e-6:
+            raise self.fail(f"{self.label(node)} is not part of a gelu (x / sqrt 2)")
+        self.parts[node.output[0]] = ("x/sqrt2", self.data(node))
+
+    def _rewrite_last(self, node, x: str, gate: str, was: str, now: str) -> bool:
+        """x * gate(x), where gate(x) is an IR node `was` read only here: that node becomes `now`."""
+        name = self.alias.get(gate)
+        row = next((r for r in reversed(self.rows) if r[0] == name), None) if name else None
+        if row is None or row[1] != was or row[2] != (x,) or not self._single_use(gate):
+            return False
+        row[1] = now
+        self.alias[node.output[0]] = name
+        return True
+
+    def n_Mul(self, node, a):
+        self.int_(node, a, "axis")
+        self.int_(node, a, "broadcast")
+        p, q = node.input
+        for first, second in ((p, q), (q, p)):
+            if first in self.consts and second not in self.consts:     # x * 0.5: half of a gelu's input
+                if abs((self.scalar(node, list(node.input).index(first), "factor") or 0) - 0.5) < 1e-9:
+                    self.parts[node.output[0]] = ("x/2", self.src(second))
+                    return
+                raise self.fail(f"{self.label(node)} scales by a constant other than a gelu's 1/2")
+        parts = {self.parts.get(v, (None, None))[0]: v for v in (p, q) if v in self.parts}
+        if set(parts) == {"x/2", "1+erf"}:                              # x/2 * (1 + erf(x / sqrt 2)): gelu
+            x = {self.parts[v][1] for v in parts.values()}
+            if len(x) == 1 and all(self._single_use(v) for v in parts.values()):
+                self.add(node, "gelu", [x.pop()], {})
+                return
+        for x_value, gate in ((p, q), (q, p)):
+            if x_value in self.parts or x_value in self.consts:
+                continue
+            x = self.src(x_value)
+            if self.parts.get(gate, (None, None)) == ("tanh(softplus)", x) and self._single_use(gate):
+                self.add(node, "mish", [x], {})
+                return
+            if self._rewrite_last(node, x, gate, "sigmoid", "silu") or \
+                    self._rewrite_last(node, x, gate, "hardsigmoid", "hardswish"):
+                return
+        raise self.fail(f"{self.label(node)} multiplies values; cnndsl imports Mul only as part of silu, "
+                        "hardswish, mish or gelu", f"cnndsl imports: {SUPPORTED}")
     n_Elu = _act("elu", alpha=("alpha", 1.0))
     n_LeakyRelu = _act("leakyrelu", slope=("alpha", 0.01))
 
