@@ -44,8 +44,6 @@ def test_every_op_lists_examples():
 
 # Facets still missing, each failing until it is built (strict: a fixed one must come off this list).
 GAPS = {
-    "avgpool:avgpool3/2[ceil]": "the importer refuses the Pad + AveragePool(count_include_pad=0) that writes ceil mode",
-    "avgpool:avgpool3/2[pad=1, ceil]": "the importer refuses the Pad + AveragePool(count_include_pad=0) that writes ceil mode",
     "adaptive_avgpool:adaptiveavgpool9x4 + conv1-2": "an even adaptive pool is written as AveragePool and read back "
                                                       "as avgpool (the same arithmetic, another op)",
 }

@@ -882,6 +882,15 @@ class _Importer:
             if max(begin[i], end[i]) >= kernel[i]:
                 raise self.fail(f"{self.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
                                 f"kernel {kernel[i]}")
+        if op == "avgpool" and not counted and not ceil and not any(begin) and any(end) and \
+                tuple(extra) == tuple(extra_end) and all(2 * extra[i] <= kernel[i] for i in (0, 1)):
+            # PyTorch's ceil-mode average pooling as cnndsl writes it: zeros padded explicitly (counted, being
+            # real values), then end padding that admits ceil mode's last window and is left out of its
+            # divisor, which is then the window clipped to the padded input: PyTorch's divisor exactly
+            want = [(n_in[1 + i] + 2 * extra[i] + end[i] - kernel[i]) // strides[i] + 1 for i in (0, 1)]
+            if want == [pool_out(n_in[1 + i], kernel[i], strides[i], extra[i], 1, True) for i in (0, 1)]:
+                return self.add(node, op, [src], {"kernel": kernel, "stride": strides, "padding": tuple(extra),
+                                                  "ceil": True, "dilation": (1, 1)})
         # cnndsl's avgpool divides by the whole window, padding included (PyTorch's count_include_pad=True);
         # zeros from a Pad before it are real values to ONNX, so only the pooling's own padding matters here
         if op == "avgpool" and not counted and any(begin + end):
