@@ -928,10 +928,26 @@ class _Importer:
     def n_MaxPool(self, node, a):
         if len(node.output) > 1 and node.output[1]:
             raise self.fail(f"{self.label(node)} also returns indices")
-        self._pool(node, a, "maxpool")
+        self._adaptive_grid(node, a, "maxpool") or self._pool(node, a, "maxpool")
 
     def n_AveragePool(self, node, a):
-        self._pool(node, a, "avgpool")
+        self._adaptive_grid(node, a, "avgpool") or self._pool(node, a, "avgpool")
+
+    def _adaptive_grid(self, node, a, op) -> Optional[str]:
+        """An adaptive pooling cnndsl wrote as a plain one (its note, and windows k = n / output with nothing
+        else set): read back as the adaptive pooling. Anything else, note or not, is an ordinary pooling."""
+        from ..ir.ops.pool import ADAPTIVE_DOC
+        if _text(node.doc_string) != ADAPTIVE_DOC or set(a) - {"kernel_shape", "strides"} or \
+                node.input[0] in self.pads or "kernel_shape" not in a:
+            return None
+        kernel = self.ints(node, a, "kernel_shape", length=2, low=1)
+        if self.ints(node, a, "strides", (1, 1), length=2, low=1) != kernel:
+            return None
+        src = self.data(node)
+        _, h, w = self.spatial(node, src)
+        if h % kernel[0] or w % kernel[1]:
+            return None
+        return self.add(node, f"adaptive_{op}", [src], {"output": (h // kernel[0], w // kernel[1])})
 
     def n_GlobalAveragePool(self, node, a):
         self.add(node, "adaptive_avgpool", [self.data(node)], {"output": (1, 1)})

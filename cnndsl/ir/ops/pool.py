@@ -180,11 +180,9 @@ class AdaptivePool(Op):
         kind = self.onnx_kind
         if out == (1, 1):
             return em.op(f"Global{kind}Pool", [ins[0]], n.name, n.name)
-        if grid == out:
-            return em.op("Identity", [ins[0]], n.name, n.name)
-        if all(g % o == 0 for g, o in zip(grid, out)):
+        if all(g % o == 0 for g, o in zip(grid, out)):    # one grid of equal windows (1x1 where grid == out)
             k = [g // o for g, o in zip(grid, out)]
-            return em.op(f"{kind}Pool", [ins[0]], n.name, n.name, kernel_shape=k, strides=k)
+            return em.op(f"{kind}Pool", [ins[0]], n.name, n.name, kernel_shape=k, strides=k, doc_string=ADAPTIVE_DOC)
         # Uneven windows: adaptive pooling is separable, so pool the rows of each output row band, then the
         # columns of each output column band (PyTorch's windows: floor(i*n/o) .. ceil((i+1)*n/o)).
         if out[0] + out[1] > limits.MAX_ONNX_BANDS:
@@ -210,6 +208,10 @@ class AdaptivePool(Op):
             return self.global_word
         return f"{self.name.replace('_', '')}{spec_pair(a['output'])}"
 
+
+# An adaptive pooling whose windows form one grid is written as a plain pooling with this note, so that cnndsl's
+# importer reads it back as the adaptive pooling it was (the arithmetic is the same either way).
+ADAPTIVE_DOC = "cnndsl: adaptive pooling"
 
 MAXPOOL, AVGPOOL = Pool("maxpool", "MaxPool2d", "MaxPool"), Pool("avgpool", "AvgPool2d", "AveragePool")
 ADAPTIVE_AVG = AdaptivePool("adaptive_avgpool", "AdaptiveAvgPool2d", "Average", "gap")
