@@ -5,6 +5,7 @@ import pytest
 
 import cnndsl
 from conftest import TORCHVISION, spec_path
+from torch_oracle import measured
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -13,26 +14,6 @@ torchvision = pytest.importorskip("torchvision")
 def torchvision_model(name):
     ctor, kwargs = TORCHVISION[name]
     return torchvision.models.get_model(ctor, weights=None, **kwargs).eval()
-
-
-def measured(model, image=224):
-    """Run a real forward pass; count conv/linear MACs from the shapes torch produced."""
-    macs, conv_shapes = [], []
-
-    def hook(m, inp, out):
-        if isinstance(m, torch.nn.Conv2d):
-            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
-            conv_shapes.append(tuple(out.shape[1:]))
-        elif isinstance(m, torch.nn.Linear):
-            macs.append(m.in_features * m.out_features)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, image, image))
-    for h in handles:
-        h.remove()
-    return sum(macs), conv_shapes
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import cnndsl
 from conftest import ROOT
 
+np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
 
 from cnndsl.train import data as data_mod  # noqa: E402
@@ -218,11 +218,11 @@ def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch):
     assert "cifar-10-batches-py" in info.value.hint
 
 
-def test_sklearn_digits():
+def test_sklearn_digits(tmp_path):
     pytest.importorskip("sklearn")
     d = data_mod.load("digits")
     t = Trainer(cnndsl.compile_text("input 8x8x1\nconv3-16 + maxpool | fc10"), d,
-                TrainConfig(epochs=4, batch_size=64, device="cpu"), Path("/tmp/cnndsl-digits-test"))
+                TrainConfig(epochs=4, batch_size=64, device="cpu"), tmp_path / "run")
     assert t.run()["best_test_accuracy"] > 0.8
 
 
