@@ -284,6 +284,9 @@ def float_literal(draw, low: float, high: float):
         text = f"{value:.{draw(st.integers(0, 16))}{form}}"
     else:
         text = f"{value:.{draw(st.integers(1, 20))}f}"
+    written = float(text)          # a short form may round out of range (1e-10 with one decimal is 0.0)
+    if not low <= written <= high or (written != 0 and written < limits.FLOAT32_TINY):
+        text = repr(value)
     return text if "." in text or "e" in text.lower() else text + ".0"
 
 

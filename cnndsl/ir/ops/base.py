@@ -114,6 +114,13 @@ def _options(args: LayerArgs, aliases: dict[str, str]) -> dict:
     return out
 
 
+def stride_option(args: LayerArgs, value, part: str) -> tuple[int, int]:
+    """A `stride=` option, refused when the layer already has a stride after '/'."""
+    if args.stride is not None:
+        raise OpError("stride given twice (after '/' and as an option)", part, kind="name")
+    return _pair(value, part, "stride")
+
+
 def _no_sizes(args: LayerArgs, example: str) -> None:
     for part in ("lead", "size", "stride"):
         if getattr(args, part) is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from math import prod
 
 from ... import limits
-from .base import (LayerArgs, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
+from .base import (stride_option, LayerArgs, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
                    fmt_shape, sliding_window, spec_pair, torch_pair)
 
 
@@ -44,9 +44,7 @@ class Conv(Op):
         for canon, (written, value) in opts.items():
             part = f"option:{written}"
             if canon == "stride":
-                if args.stride is not None:
-                    raise OpError("stride given twice (after '/' and as an option)", part, kind="name")
-                stride = _pair(value, part, "stride")
+                stride = stride_option(args, value, part)
             elif canon == "dilation":
                 dilation = _pair(value, part, "dilation")
             elif canon == "groups":

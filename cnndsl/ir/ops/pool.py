@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ... import limits
 from ...errors import OnnxExportError
-from .base import (GLOBAL, LayerArgs, Op, OpError, _bool, _check_size, _no_sizes, _options, _pair, _spatial,
+from .base import (stride_option, GLOBAL, LayerArgs, Op, OpError, _bool, _check_size, _no_sizes, _options, _pair, _spatial,
                    adaptive_window, fmt_shape, pool_out, sliding_window, spec_pair, torch_pair,
                    widest_adaptive_window)
 
@@ -34,9 +34,7 @@ class Pool(Op):
         for canon, (written, value) in opts.items():
             part = f"option:{written}"
             if canon == "stride":
-                if args.stride is not None:
-                    raise OpError("stride given twice (after '/' and as an option)", part, kind="name")
-                stride = _pair(value, part, "stride")
+                stride = stride_option(args, value, part)
             elif canon == "pad":
                 padding = (0, 0) if value == "valid" else _pair(value, part, "padding", low=0)
             elif canon == "ceil":
