@@ -85,6 +85,7 @@ def check_every_unit(text):
     "input 12x12x1\nconv3-2/2 + maxpool2/2[ceil] + conv3-2[pad=2, dilation=2]",
     "input 9x9x1\ncat(conv3-2, conv5-2 + adaptiveavgpool9) + conv1-1",  # merge of a grid and a pool
     "input 5x5x1\nmaxpool2/2 + conv3-1",                               # a dropped row stays unseen
+    "input 8x8x1\nconv1x1-1[pad=2] | gap | fc7",                       # border units see nothing; gap sees all
 ])
 def test_exact_fields_of_every_unit(text):
     check_every_unit(text)

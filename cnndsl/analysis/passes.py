@@ -200,13 +200,13 @@ def unit_fields(g: Graph) -> dict[str, tuple[tuple[list, list], tuple[list, list
             for first, final, step in cells:    # unit i reads first, first+step, ..., final (maybe padding)
                 a = first if first >= 0 else first + -(first // step) * step      # the first and last real cells
                 b = final if final <= last else final - -(-(final - last) // step) * step
-                if a > b or (not image and lo_in[a] > hi_in[b]):   # a window wholly in padding reads nothing
+                if a > b:                   # a window wholly in padding reads nothing
                     lo.append(EMPTY[0])
                     hi.append(EMPTY[1])
                 elif image:  # bounds may reach into the image's padding, unless a dilated kernel steps past it
                     lo.append(first if a == 0 else a)
                     hi.append(final if b == last else b)
-                else:        # a feature map's padding holds no input
+                else:        # a feature map's padding holds no input; units that see nothing (EMPTY) drop out
                     lo.append(min(lo_in[i] for i in range(a, b + 1, step)))
                     hi.append(max(hi_in[i] for i in range(a, b + 1, step)))
             axes.append((lo, hi))
@@ -238,11 +238,12 @@ def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) ->
         after.add(n.name)
         size, pad, jump, grid_like = [], [], [], True
         for axis, (lo, hi) in enumerate(fields[n.name]):
-            widths = {b - a for a, b in zip(lo, hi) if a <= b} or {-1}
-            steps = {b - a for a, b in zip(lo, lo[1:])} | {b - a for a, b in zip(hi, hi[1:])}
-            grid_like = grid_like and len(widths) == 1 and len(steps) <= 1
+            seen = [(a, b) for a, b in zip(lo, hi) if a <= b]     # units that see nothing (EMPTY) left out
+            widths = {b - a for a, b in seen} or {-1}
+            steps = {q[0] - p[0] for p, q in zip(seen, seen[1:])} | {q[1] - p[1] for p, q in zip(seen, seen[1:])}
+            grid_like = grid_like and len(seen) == len(lo) and len(widths) == 1 and len(steps) <= 1
             size.append(max(widths) + 1)
-            pad.append(-lo[0])
+            pad.append(-seen[0][0] if seen else 0)
             jump.append(max(steps) if steps else out[n.name].stride[axis])
         out[n.name] = out[n.name]._replace(size=tuple(size), stride=tuple(jump), padding=tuple(pad),
                                            uniform=grid_like)
