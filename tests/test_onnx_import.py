@@ -180,3 +180,20 @@ def test_activations_written_as_several_nodes_import_only_in_their_exact_form():
     for bad in (other, shared, scaled):
         with pytest.raises(cnndsl.CnnDslError, match="Mul|multiplies|scales"):
             import_onnx(bad)
+
+
+def test_single_node_activations_follow_their_module_declaration():
+    """The importer reads an activation from the ONNX op its module names; HardSigmoid is hardsigmoid only
+    with PyTorch's alpha 1/6 (ONNX's default alpha is 0.2, refused)."""
+    from onnx import TensorProto, helper
+
+    def model(**attrs):
+        graph = helper.make_graph([helper.make_node("HardSigmoid", ["x"], ["y"], **attrs)], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m
+    assert [n.op for n in import_onnx(model(alpha=1 / 6)).nodes] == ["input", "hardsigmoid"]
+    with pytest.raises(cnndsl.CnnDslError, match="alpha 0.2"):
+        import_onnx(model())

@@ -22,7 +22,7 @@ from .. import limits
 from ..errors import CnnDslError, printable
 from ..files import read_at_most
 from ..ir import Graph, make_node, verify
-from ..ir.ops import OPS, OpError, adaptive_window, fmt_shape, pool_out
+from ..ir.ops import ACTIVATIONS, OPS, OpError, adaptive_window, fmt_shape, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
@@ -52,8 +52,7 @@ OPSPEC: dict[str, tuple] = {
     "GlobalMaxPool": (1, 1, 1, ()),
     "BatchNormalization": (5, 5, 5, ("epsilon", "momentum", "training_mode", "spatial", "is_test") + _OLD),
     "LRN": (1, 1, 1, ("alpha", "beta", "bias", "size")),
-    "Relu": (1, 1, 1, _OLD), "Tanh": (1, 1, 1, _OLD), "Sigmoid": (1, 1, 1, _OLD), "HardSwish": (1, 1, 1, ()),
-    "Gelu": (1, 1, 1, ("approximate",)), "Elu": (1, 1, 1, ("alpha",) + _OLD), "LeakyRelu": (1, 1, 1, ("alpha",) + _OLD),
+    "Gelu": (1, 1, 1, ("approximate",)),
     "Clip": (1, 3, 1, ("min", "max") + _OLD),
     "Add": (2, 2, 1, ("axis", "broadcast") + _OLD), "Sum": (1, None, 1, _OLD),
     "Concat": (1, None, 1, ("axis",)), "Flatten": (1, 1, 1, ("axis",)), "Reshape": (2, 2, 1, ("allowzero",)),
@@ -62,10 +61,15 @@ OPSPEC: dict[str, tuple] = {
     "Pad": (1, 4, 1, ("mode", "pads", "value")), "Slice": (3, 5, 1, ()),
     "ReduceMean": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
     "ReduceMax": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
-    "HardSigmoid": (1, 1, 1, ("alpha", "beta")), "Mish": (1, 1, 1, ()), "Softplus": (1, 1, 1, ()),
+    "Softplus": (1, 1, 1, ()),
     "Mul": (2, 2, 1, ("axis", "broadcast") + _OLD), "Div": (2, 2, 1, ("axis", "broadcast") + _OLD),
     "Erf": (1, 1, 1, ()),
 }
+
+# Activations read back from one ONNX op each, as their op module declares (cnndsl.ir.ops.activation)
+ACTIVATION_IMPORTS = {op.onnx_type: op for op in ACTIVATIONS.values() if op.onnx_type}
+for _type, _op in ACTIVATION_IMPORTS.items():
+    OPSPEC[_type] = (1, 1, 1, tuple(key for key, _ in _op.onnx_options.values()) + tuple(_op.onnx_fixed) + _OLD)
 
 
 class ImportError_(CnnDslError):
@@ -643,7 +647,7 @@ class _Importer:
         a = self.attrs(node, schema)
         self.types(node, schema)
         try:
-            getattr(self, "n_" + op)(node, a)
+            (getattr(self, "n_" + op, None) or self._activation)(node, a)
         except (CnnDslError, MemoryError, RecursionError):
             raise
         except Exception as e:  # the last line of defence: a malformed node no check above foresaw
@@ -1026,32 +1030,24 @@ class _Importer:
             raise self.fail(f"{self.label(node)} over axis {axis}; cnndsl's softmax runs over channels")
         self.add(node, "softmax", [src], {})
 
-    def _act(op, **attrs):
-        def handle(self, node, a):
-            src = self.data(node)
-            self.ints(node, a, "consumed_inputs", high=1 << 62)
-            self.add(node, op, [src], {k: self.float_(node, a, key, default) for k, (key, default) in attrs.items()})
-        return handle
+    def _activation(self, node, a):
+        """An activation read from the one ONNX op its module names, with its options and fixed attributes."""
+        op = ACTIVATION_IMPORTS[_text(node.op_type)]
+        src = self.data(node)
+        self.ints(node, a, "consumed_inputs", high=1 << 62)
+        for key, (want, default) in op.onnx_fixed.items():
+            got = self.float_(node, a, key, default)
+            if abs(got - want) > 1e-6:
+                raise self.fail(f"{self.label(node)} has {key} {got:g}; cnndsl's {op.name} has {want:g}")
+        self.add(node, op.name, [src], {k: self.float_(node, a, key, default)
+                                        for k, (key, default) in op.onnx_options.items()})
 
-    n_Relu = _act("relu")
     def n_Tanh(self, node, a):
         form, x = self.parts.get(node.input[0], (None, None))
         if form == "softplus" and self._single_use(node.input[0]):     # tanh(softplus(x)): a mish's gate
             self.parts[node.output[0]] = ("tanh(softplus)", x)
             return
-        self.ints(node, a, "consumed_inputs", high=1 << 62)
-        self.add(node, "tanh", [self.data(node)], {})
-    n_Sigmoid = _act("sigmoid")
-    n_HardSwish = _act("hardswish")
-    n_Mish = _act("mish")
-
-    def n_HardSigmoid(self, node, a):
-        alpha = self.float_(node, a, "alpha", 0.2)
-        beta = self.float_(node, a, "beta", 0.5)
-        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
-            raise self.fail(f"{self.label(node)} is HardSigmoid with alpha {alpha:g}, beta {beta:g}; cnndsl's "
-                            "hardsigmoid is PyTorch's (alpha 1/6, beta 0.5)")
-        self.add(node, "hardsigmoid", [self.data(node)], {})
+        self._activation(node, a)
 
     # ------------------------------------ activations written as several nodes --
     def _single_use(self, value: str) -> bool:
@@ -1110,8 +1106,6 @@ class _Importer:
                 return
         raise self.fail(f"{self.label(node)} multiplies values; cnndsl imports Mul only as part of silu, "
                         "hardswish, mish or gelu", f"cnndsl imports: {SUPPORTED}")
-    n_Elu = _act("elu", alpha=("alpha", 1.0))
-    n_LeakyRelu = _act("leakyrelu", slope=("alpha", 0.01))
 
     def n_Gelu(self, node, a):
         if self.string(node, a, "approximate", "none", ("none", "tanh")) != "none":

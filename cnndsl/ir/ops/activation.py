@@ -15,8 +15,13 @@ class Activation(Op):
     activation = True
 
     def __init__(self, name: str, torch_class: str, onnx: Callable, options: Optional[dict] = None,
-                 inplace: bool = False, torch_options: Optional[dict] = None):
+                 inplace: bool = False, torch_options: Optional[dict] = None, onnx_type: Optional[str] = None,
+                 onnx_options: Optional[dict] = None, onnx_fixed: Optional[dict] = None):
         self.name = self.kind = name
+        # the single ONNX op it is read back from: its type, option -> (ONNX attribute, ONNX default), and
+        # ONNX attribute -> (the value it must have, ONNX default); forms written as several nodes (silu, and
+        # gelu, hardswish, mish at older opsets) are recognised by the importer
+        self.onnx_type, self.onnx_options, self.onnx_fixed = onnx_type, onnx_options or {}, onnx_fixed or {}
         self.torch_class, self.emit = torch_class, onnx
         self.defaults = options or {}
         self.ATTRS = {k: "real" for k in self.defaults}
@@ -92,19 +97,21 @@ def _mish(em, n, x):
 
 
 ACTIVATIONS = {op.name: op for op in [
-    Activation("relu", "ReLU", _single("Relu"), inplace=True),
+    Activation("relu", "ReLU", _single("Relu"), inplace=True, onnx_type="Relu"),
     Activation("relu6", "ReLU6", _relu6, inplace=True),
-    Activation("tanh", "Tanh", _single("Tanh")),
-    Activation("sigmoid", "Sigmoid", _single("Sigmoid")),
+    Activation("tanh", "Tanh", _single("Tanh"), onnx_type="Tanh"),
+    Activation("sigmoid", "Sigmoid", _single("Sigmoid"), onnx_type="Sigmoid"),
     Activation("elu", "ELU", _single("Elu", alpha=lambda a: float(a["alpha"])), {"alpha": 1.0}, inplace=True,
-               torch_options={"alpha": "alpha"}),
+               torch_options={"alpha": "alpha"}, onnx_type="Elu", onnx_options={"alpha": ("alpha", 1.0)}),
     Activation("leakyrelu", "LeakyReLU", _single("LeakyRelu", alpha=lambda a: float(a["slope"])), {"slope": 0.01},
-               inplace=True, torch_options={"slope": None}),
+               inplace=True, torch_options={"slope": None}, onnx_type="LeakyRelu",
+               onnx_options={"slope": ("alpha", 0.01)}),
     Activation("gelu", "GELU", _gelu),
     Activation("silu", "SiLU", _silu, inplace=True),
-    Activation("hardswish", "Hardswish", _hardswish, inplace=True),
-    Activation("hardsigmoid", "Hardsigmoid", _hardsigmoid, inplace=True),
-    Activation("mish", "Mish", _mish, inplace=True),
+    Activation("hardswish", "Hardswish", _hardswish, inplace=True, onnx_type="HardSwish"),
+    Activation("hardsigmoid", "Hardsigmoid", _hardsigmoid, inplace=True, onnx_type="HardSigmoid",
+               onnx_fixed={"alpha": (1 / 6, 0.2), "beta": (0.5, 0.5)}),
+    Activation("mish", "Mish", _mish, inplace=True, onnx_type="Mish"),
 ]}
 
 
