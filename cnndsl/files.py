@@ -59,13 +59,17 @@ def atomic_path(path: str):
         raise
 
 
+class NotRegularFile(OSError):
+    """A pipe, device or folder where a file was to be read."""
+
+
 @contextlib.contextmanager
 def open_regular(path: str):
     """Open a file for reading only if it is a regular file: a pipe or device would block or never end."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+            raise NotRegularFile(errno.EINVAL, "not a regular file")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as f:
             fd = None

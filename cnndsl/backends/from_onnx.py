@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import limits
 from ..errors import CnnDslError, printable
-from ..files import read_at_most
+from ..files import NotRegularFile, open_regular, read_at_most
 from ..ir import Graph, make_node, verify
 from ..ir.ops import ACTIVATIONS, OPS, OpError, adaptive_window, fmt_shape, pool_out
 
@@ -1407,20 +1407,18 @@ def _read(path: str):
     def fail(message: str, hint: Optional[str] = None):
         return ImportError_(message, hint=hint).attach(None, path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise fail(f"the file is {size:,} bytes, beyond the limit of {MAX_FILE_BYTES:,}",
+                           "keep large weights as external data beside the model")
+            data = read_at_most(f, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise fail("no such file") from None
+    except NotRegularFile:
+        raise fail("not a regular file") from None
     except OSError as e:
         raise fail(f"cannot open the file ({e.strerror})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise fail("not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > MAX_FILE_BYTES:
-            raise fail(f"the file is {info.st_size:,} bytes, beyond the limit of {MAX_FILE_BYTES:,}",
-                       "keep large weights as external data beside the model")
-        data = read_at_most(f, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise fail(f"the file grew beyond the limit of {MAX_FILE_BYTES:,} bytes while it was read")
     model = onnx.ModelProto()
