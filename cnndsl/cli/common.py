@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from typing import Optional
 
@@ -51,14 +53,51 @@ def _input_shape(value: Optional[str]):
     return tuple(int(p) for p in parts)
 
 
-def _load(path: str, input_shape=None):
+def _load(path: str, input_shape=None, overrides=None):
     """Compile a spec file (or '-' for standard input); errors propagate as CnnDslError."""
-    from ..api import compile_text
+    from ..api import compile_source
     if path.lower().endswith(".onnx"):   # analyze a model cnndsl did not write
+        if overrides:
+            raise click.BadParameter("an ONNX model has no params to set", param_hint="--set")
         from ..backends.from_onnx import import_onnx
         return import_onnx(path, input_shape)
     text, filename = _read_text(path)
-    return compile_text(text, input_shape=input_shape, filename=filename)
+    return compile_source(text, filename, input_shape=input_shape, overrides=overrides,
+                          path=None if path == "-" else path)
+
+
+_SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_SET_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _overrides(values) -> dict:
+    """`--set NAME=VALUE` options as {name: number}: each name once, each value a finite number."""
+    from .. import limits
+    out: dict = {}
+    for item in values or ():
+        name, eq, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not eq or not _SET_NAME.fullmatch(name):
+            raise click.BadParameter(f"expected NAME=VALUE such as width=1.2, got {printable(item, 40)!r}",
+                                     param_hint="--set")
+        if name in out:
+            raise click.BadParameter(f"'{name}' is set twice", param_hint="--set")
+        if not _SET_NUMBER.fullmatch(text) or len(text) > limits.MAX_FLOAT_CHARS:
+            raise click.BadParameter(f"the value of '{name}' must be a number, got {printable(text, 40)!r}",
+                                     param_hint="--set")
+        number = float(text) if any(c in text for c in ".eE") else int(text)
+        if not math.isfinite(number) or abs(number) > limits.MAX_MAGNITUDE:
+            raise click.BadParameter(f"the value of '{name}' must be a finite number of at most "
+                                     f"{limits.MAX_MAGNITUDE:.0e} in size, got {printable(text, 40)!r}",
+                                     param_hint="--set")
+        out[name] = number
+    return out
+
+
+def set_option(fn):
+    """The `--set NAME=VALUE` option (repeatable): a value for a param the spec declares."""
+    return click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+                        help="Give the spec's `param NAME` this value (repeat for several params).")(fn)
 
 
 def _read_text(path: str) -> tuple[str, str]:

@@ -8,7 +8,8 @@ import sys
 import click
 
 from ..errors import printable
-from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _read_text, _write_atomic, main  # noqa: F401
+from .common import (FiniteFloat, _guard, _guard_output, _input_shape, _load, _overrides, _read_text,  # noqa: F401
+                     _write_atomic, main, set_option)
 
 
 @main.command()
@@ -20,12 +21,13 @@ from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _re
 @click.option("--dtype", default="float32", show_default=True,
               type=click.Choice(["float32", "float16", "bfloat16", "float64", "int8"]),
               help="Element type for memory figures.")
+@set_option
 @_guard
-def analyze(spec, as_json, input_shape, batch, dtype):
+def analyze(spec, as_json, input_shape, batch, dtype, overrides):
     """Per-layer shapes, parameters, MACs, memory and receptive fields of SPEC ('-' reads stdin, a .onnx
     file is imported)."""
     from ..analysis.report import Report
-    graph = _load(spec, _input_shape(input_shape))
+    graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
     report = Report(graph, batch=batch, dtype=dtype)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
@@ -37,10 +39,11 @@ def analyze(spec, as_json, input_shape, batch, dtype):
 @main.command()
 @click.argument("spec", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
+@set_option
 @_guard
-def check(spec, input_shape):
+def check(spec, input_shape, overrides):
     """Parse and verify SPEC only; exit 0 when it is a valid network."""
-    graph = _load(spec, _input_shape(input_shape))
+    graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
     shape = "x".join(map(str, graph.output.shape))
     click.echo(f"{printable(graph.filename)}: ok ({len(graph.nodes) - 1} layers, output {shape})")
 
@@ -72,11 +75,12 @@ def fmt(spec):
 @click.option("--static-batch", is_flag=True, help="onnx: fix the batch to 1 instead of a dynamic 'N' axis.")
 @click.option("--external-data", is_flag=True, help="onnx: weights in FILE.data (automatic above 2 GB).")
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
+@set_option
 @_guard
 def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, static_batch, external_data,
-          input_shape):
+          input_shape, overrides):
     """Emit SPEC for a backend: a self-contained PyTorch source file, or an ONNX model."""
-    graph = _load(spec, _input_shape(input_shape))
+    graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
     if target == "onnx":
         from ..backends.to_onnx import DEFAULT_OPSET, save, to_onnx
         from ..train.weights import model_weights, read_state_dict
@@ -130,10 +134,12 @@ def import_model(model, input_shape):
 @main.command()
 @click.argument("spec", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
+@set_option
 @_guard
-def ir(spec, input_shape):
+def ir(spec, input_shape, overrides):
     """Print the lowered IR of SPEC, one node per line."""
-    click.echo("\n".join(printable(line, 100_000) for line in _load(spec, _input_shape(input_shape)).dump().split("\n")))
+    graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
+    click.echo("\n".join(printable(line, 100_000) for line in graph.dump().split("\n")))
 
 
 from . import run as _run, train as _train  # noqa: E402,F401  (register their commands)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NamedTuple, Optional
 
 from .. import limits
 from . import syntax as A
+from .uses import USED      # spans from this offset on are in files that `use` brings in
 from ..errors import CnnDslError, LimitError, NameError_, ShapeError, Span, ValueError_
 from ..ir import Graph, make_node, verify
 from ..ir.ops import ACTIVATIONS, NO_ACTIVATION, OPS, SPELLINGS, LayerArgs, OpError, conv_out, fmt_shape, normalize_word
@@ -18,6 +20,58 @@ def _close(word, candidates, n=1, cutoff=0.6):
 DEFAULT_INPUT = (224, 224, 3)       # H, W, C as written in `input HxWxC`
 DEFAULT_ACTIVATION = "relu"
 _ERROR_KINDS = {"shape": ShapeError, "name": NameError_, "limit": LimitError, "value": ValueError_}
+
+
+_NONE = object()        # `none` as a function's argument: "not given" (make_divisible's min_value)
+
+
+def make_divisible(v, divisor: int = 8, min_value=None):
+    """torchvision's `_make_divisible` (from TensorFlow's MobileNet): `v` rounded to the nearest multiple of
+    `divisor` (halves up, by truncating v + divisor/2), at least `min_value` (default: the divisor), and one
+    divisor more where rounding down lost more than 10% of `v`."""
+    if min_value is None:
+        min_value = divisor
+    out = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if out < 0.9 * v:
+        out += divisor
+    return out
+
+
+# name -> (keyword names in order, least and most arguments)
+FUNCTIONS = {
+    "ceil": ((), 1, 1), "floor": ((), 1, 1), "round": ((), 1, 1),
+    "min": ((), 1, limits.MAX_PARAMS), "max": ((), 1, limits.MAX_PARAMS),
+    "make_divisible": (("v", "divisor", "min_value"), 1, 3),
+}
+FUNCTION_SIGNATURES = {"ceil": "ceil(x)", "floor": "floor(x)", "round": "round(x)", "min": "min(a, b, ...)",
+                       "max": "max(a, b, ...)", "make_divisible": "make_divisible(v, divisor=8, min_value=none)"}
+
+
+MERGES = {"res": "res(body) or res(body, shortcut)", "cat": "cat(branch, branch, ...)",
+          "concat": "concat(branch, branch, ...)", "add": "add(branch, branch, ...)", "sum": "sum(branch, branch, ...)"}
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    return repr(value) if not isinstance(value, str) else f"the name '{value}'"
+
+
+def check_override(name, value) -> None:
+    """A value given for a param from outside the spec (--set, compile's overrides): a finite number."""
+    if not isinstance(name, str):
+        raise ValueError_(f"a param's name is text, not {name!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError_(f"the value for param '{name}' must be a number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > limits.MAX_MAGNITUDE:
+        raise LimitError(f"the value for param '{name}' must be a finite number of at most "
+                         f"{limits.MAX_MAGNITUDE:.0e} in size, got {value!r}")
+
+
+def layer_like(name: str) -> Optional[str]:
+    """The layer word a name starts with right before a digit (`fc` in `fc1`), which makes it read as a layer."""
+    m = re.match(r"[A-Za-z_-]+(?=[0-9])", name)
+    return m.group() if m and normalize_word(m.group()) in SPELLINGS else None
 
 
 class Scope:
@@ -91,7 +145,8 @@ class Cursor(NamedTuple):
 class _Lowering:
     replay_calls = True    # reuse a block call's nodes for a later call with the same key (see replay)
 
-    def __init__(self, spec: A.Spec, input_shape: Optional[tuple[int, int, int]]):
+    def __init__(self, spec: A.Spec, input_shape: Optional[tuple[int, int, int]],
+                 overrides: Optional[dict] = None, sources=None):
         self.nodes: list[Row] = []
         self.names: set[str] = set()
         self.scope = Scope("")
@@ -111,11 +166,19 @@ class _Lowering:
         self.depth = 0                           # lower() calls in progress (MAX_DEPTH)
         self.steps = 0                           # work done so far (MAX_STEPS)
         self.where: Optional[Span] = None        # the item being lowered, for a RecursionError's diagnostic
+        self.params: dict[str, Any] = {}         # `param` values: names every expression may use
+        self.overrides = dict(overrides or {})   # param name -> value given on the command line
+        self.sources = sources                   # the files of a spec with `use` (uses.Sources), else None
+        self.remap = sources is not None and len(sources.files) > 1   # nodes from used files point at calls
 
     # ------------------------------------------------------------ errors --
     def error(self, cls, message: str, span: Optional[Span], hint: Optional[str] = None) -> CnnDslError:
-        notes = tuple(f"in block '{name}' called at {s.line}:{s.column}" for name, s in reversed(self.calls))
+        notes = tuple(f"in block '{name}' called at {self.at(s)}" for name, s in reversed(self.calls))
         return cls(message, span, hint, notes)
+
+    def at(self, span: Span) -> str:
+        """`line:column` of a span, with its file's name in front when it is in a used file."""
+        return self.sources.where(span) if self.sources is not None else f"{span.line}:{span.column}"
 
     def op_error(self, e: OpError, layer: Optional[A.Layer], span: Span) -> CnnDslError:
         where = span
@@ -170,6 +233,8 @@ class _Lowering:
         if len(self.nodes) >= limits.MAX_NODES:
             raise self.error(LimitError, f"the network grows beyond {limits.MAX_NODES:,} nodes", span,
                              "lower the repeat counts")
+        if self.remap and span is not None and span.start >= USED and self.calls:
+            span = self.calls[0][1]      # a node made by a block of a used file points at its call in the spec
         self.names.add(name)
         self.nodes.append(Row(name, op, inputs, attrs, shape, stage or self.stage, span, label))
         return name
@@ -204,6 +269,11 @@ class _Lowering:
             if ready:
                 if isinstance(node, A.Neg):
                     values.append(self.negate(node, values.pop()))
+                elif isinstance(node, A.Func):
+                    cut = len(values) - len(node.args)
+                    args = values[cut:]
+                    del values[cut:]
+                    values.append(self.function(node, args))
                 else:
                     b = values.pop()
                     values.append(self.arith(node, values.pop(), b))
@@ -217,6 +287,15 @@ class _Lowering:
                 stack += ((node, True), (node.right, False), (node.left, False))
             elif isinstance(node, A.Neg):
                 stack += ((node, True), (node.operand, False))
+            elif isinstance(node, A.Func):
+                stack.append((node, True))
+                for a in reversed(node.args):     # evaluated left to right; `none` stands for "not given"
+                    v = a.value
+                    none = isinstance(v, A.Var) and v.name.lower() == "none" and v.name not in self.env \
+                        and v.name not in self.params
+                    stack.append((_NONE if none else v, False))
+            elif node is _NONE:
+                values.append(None)
             else:
                 raise self.error(ValueError_, "expected a number", getattr(node, "span", None) or self.where)
         self.check_steps(expr.span)
@@ -225,13 +304,92 @@ class _Lowering:
     def lookup(self, expr: A.Var, symbols: bool):
         if expr.name in self.env:
             return self.env[expr.name]
+        if expr.name in self.params:
+            return self.params[expr.name]
         if symbols:
             return expr.name.lower()
-        close = _close(expr.name, list(self.env), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else (
-            f"the block's parameters are: {', '.join(self.env)}" if self.env
-            else "names are only defined inside a block, as its parameters")
+        close = _close(expr.name, list(self.env) + list(self.params), n=1)
+        if close:
+            hint = f"did you mean '{close[0]}'?"
+        elif self.env or self.params:
+            hint = "the names here are: " + ", ".join(list(self.env) + [p for p in self.params if p not in self.env])
+        else:
+            hint = "names are a block's parameters, or declared with: param NAME = VALUE"
         raise self.error(NameError_, f"unknown name '{expr.name}'", expr.span, hint)
+
+    def function(self, node: A.Func, args: list):
+        """The value of ceil(x), floor(x), round(x), min(a, ...), max(a, ...) or make_divisible(v, divisor, min_value)."""
+        name = node.name.lower()
+        spec = FUNCTIONS.get(name)
+        if spec is None:
+            if node.name in self.blocks:
+                hint = f"'{node.name}' is a block: blocks are called in the network, not inside arithmetic"
+            elif normalize_word(node.name) in SPELLINGS:
+                hint = f"'{node.name}' is a layer: layers are written in the network, not inside arithmetic"
+            else:
+                close = _close(name, list(FUNCTIONS), n=1)
+                hint = (f"did you mean '{close[0]}'? " if close else "") + \
+                    "the functions are: " + ", ".join(f"{f}()" for f in FUNCTIONS)
+            raise self.error(NameError_, f"unknown function '{node.name}'", node.name_span, hint)
+        keywords, least, most = spec
+        sig = FUNCTION_SIGNATURES[name]
+        positional: list = []
+        given: dict[str, tuple] = {}
+        for a, v in zip(node.args, args):
+            if a.name is None:
+                if given:
+                    raise self.error(ValueError_, "positional argument after a keyword argument", a.span,
+                                     f"write {sig}")
+                positional.append((a, v))
+            elif not keywords:
+                raise self.error(ValueError_, f"{name}() takes no keyword arguments", a.span, f"write {sig}")
+            elif a.name not in keywords:
+                close = _close(a.name, list(keywords), n=1)
+                raise self.error(NameError_, f"{name}() has no argument '{a.name}'", a.span,
+                                 (f"did you mean '{close[0]}'? " if close else "") + f"write {sig}")
+            elif a.name in given or keywords.index(a.name) < len(positional):
+                raise self.error(ValueError_, f"{name}() got '{a.name}' twice", a.span, f"write {sig}")
+            else:
+                given[a.name] = (a, v)
+        count = len(positional) + len(given)
+        if keywords:
+            bound = dict(zip(keywords, positional))
+            bound.update(given)
+            if len(positional) > len(keywords) or keywords[0] not in bound:
+                raise self.error(ValueError_, f"{name}() takes {least} to {most} arguments, got {count}",
+                                 node.span, f"write {sig}")
+        elif not least <= count <= most:
+            want = f"{least}" if least == most else f"at least {least}"
+            raise self.error(ValueError_, f"{name}() takes {want} argument{'s' if most > 1 else ''}, got {count}",
+                             node.span, f"write {sig}")
+        else:
+            bound = {str(i): p for i, p in enumerate(positional)}
+        for key, (a, v) in bound.items():
+            if v is None and key == "min_value":
+                continue
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                got = "none" if v is None else _show(v)
+                raise self.error(ValueError_, f"{name}() needs numbers, got {got}", a.value.span, f"write {sig}")
+            if abs(v) > limits.MAX_MAGNITUDE and name not in ("min", "max"):
+                raise self.error(LimitError, f"{name}() of a number beyond {limits.MAX_MAGNITUDE:.0e} in size",
+                                 a.value.span, f"values may be at most {limits.MAX_MAGNITUDE:.0e} in size")
+        if name in ("min", "max"):
+            return (min if name == "min" else max)(v for _, v in positional)
+        if name != "make_divisible":
+            x = positional[0][1]
+            return math.ceil(x) if name == "ceil" else math.floor(x) if name == "floor" else round(x)
+        divisor = bound["divisor"][1] if "divisor" in bound else 8
+        if isinstance(divisor, float) and divisor.is_integer():
+            divisor = int(divisor)
+        if not isinstance(divisor, int) or divisor < 1:
+            raise self.error(ValueError_, f"make_divisible(): the divisor must be a whole number of at least 1, "
+                             f"got {divisor!r}", bound["divisor"][0].value.span, f"write {sig}")
+        min_value = bound["min_value"][1] if "min_value" in bound else None
+        out = make_divisible(bound["v"][1], divisor, min_value)
+        if abs(out) > limits.MAX_MAGNITUDE:
+            raise self.error(LimitError, "make_divisible() result is absurdly large", node.span,
+                             f"results may be at most {limits.MAX_MAGNITUDE:.0e} in size")
+        return out
 
     def negate(self, expr: A.Neg, v):
         if isinstance(v, (tuple, str)):
@@ -316,6 +474,12 @@ class _Lowering:
             close = _close(word, known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else \
                 "layers include conv3-64, fc4096, maxpool, avgpool, gap, bn, lrn, dropout, relu, softmax"
+            if word in ("x", "\u00d7") and node.lead is not None:
+                hint = "a repeat count is a whole number: x2, x 2 or x{expr}"
+            elif word in MERGES:
+                hint = f"{word}(...) takes what it joins in parentheses: {MERGES[word]}"
+            elif node.word in self.blocks:
+                hint = f"'{node.word}' is a block: call it as {node.word}(...), without sizes or options"
             raise self.error(NameError_, f"unknown layer '{node.word}'", node.word_span, hint)
         return self.apply(build, self.layer_args(node), node, cur, label, label_span, node.span)
 
@@ -491,19 +655,50 @@ class _Lowering:
         return env
 
     def builtin_call(self, build, node: A.Call, cur: Cursor, label) -> Cursor:
-        """`dropout(0.3)`, `conv(3, 64, stride=2)`: a layer written as a call."""
-        positional = [self.value(a.value) for a in node.args if a.name is None]
-        if len(positional) > 3:
-            raise self.error(ValueError_, f"{node.name}(...) takes at most 3 positional arguments", node.span)
-        lead, size, stride = (positional + [None, None, None])[:3]
-        options = {}
+        """`dropout(0.3)`, `conv(3, 64, stride=2)`, `dwconv(k, stride=s, nobias)`: a layer written as a call.
+
+        Positional arguments are, in order, what is written after the layer's name, after '-' and after '/'
+        (conv(3, 64, 2) = conv3-64/2); keywords are options; a bare name that is not a parameter in scope is
+        a flag (nobias = [nobias]). Positional arguments come first.
+        """
+        positional = []
+        options: dict[str, Any] = {}
+        flags: dict[str, A.Arg] = {}
+        first_named: Optional[A.Arg] = None
         for a in node.args:
-            if a.name is not None:
-                if a.name.lower() in options:
-                    raise self.error(NameError_, f"option '{a.name.lower()}' given twice", a.span)
-                options[a.name.lower()] = self.value(a.value, symbols=True)
+            v = a.value
+            if a.name is None and not (isinstance(v, A.Var) and v.name not in self.env and v.name not in self.params):
+                if first_named is not None:
+                    what = "flag" if first_named.name is None else "keyword argument"
+                    raise self.error(ValueError_, f"positional argument after a {what}", a.span,
+                                     f"write the sizes first: {node.name}(kernel, channels, stride, options...)")
+                positional.append(self.value(v))
+                continue
+            first_named = first_named or a
+            key = (a.name if a.name is not None else v.name).lower()
+            if key in options:
+                raise self.error(NameError_, f"option '{key}' given twice", a.span)
+            if a.name is None:
+                options[key] = True
+                flags[key] = a
+            else:
+                options[key] = self.value(v, symbols=True)
+        if len(positional) > 3:
+            raise self.error(ValueError_, f"{node.name}(...) takes at most 3 positional arguments", node.span,
+                             f"{node.name}(lead, size, stride) is {node.name}LEAD-SIZE/STRIDE; write options as keywords")
+        lead, size, stride = (positional + [None, None, None])[:3]
         args = LayerArgs(node.name.lower(), lead, size, stride, options)
-        return self.apply(build, args, None, cur, label, node.name_span, node.span)
+        try:
+            return self.apply(build, args, None, cur, label, node.name_span, node.span)
+        except CnnDslError as e:
+            flag = next((f for f in flags if e.message.startswith(f"unknown option '{f}'")), None)
+            if flag is None:
+                raise
+            close = _close(flags[flag].value.name, list(self.env) + list(self.params), n=1)
+            e.span = flags[flag].span
+            e.hint = (f"did you mean the parameter '{close[0]}'? " if close else "") + \
+                f"a bare name in {node.name}(...) that is not a parameter is a flag; " + (e.hint or "")
+            raise
 
     # ------------------------------------------------------ composition --
     def lower(self, node, cur: Cursor, label: Optional[str] = None, label_span: Optional[Span] = None) -> Cursor:
@@ -724,35 +919,99 @@ class _Lowering:
         return isinstance(node, A.Call) or (isinstance(node, A.Layer) and node.word in self.blocks
                                             and node.lead is None and node.size is None and not node.options)
 
+    def declare_params(self) -> None:
+        """Every `param`'s value, in order (a value may use the params before it); --set values replace theirs."""
+        for name, value in self.overrides.items():
+            check_override(name, value)
+        first: dict[str, A.ParamStmt] = {}
+        for st in self.spec.statements:
+            if not isinstance(st, A.ParamStmt):
+                continue
+            if st.name in first:
+                raise NameError_(f"param '{st.name}' is declared twice", st.name_span,
+                                 f"first declared at {self.at(first[st.name].name_span)}")
+            self.check_name(st.name, st.name_span, "a param")
+            first[st.name] = st
+            if st.name in self.overrides:
+                self.params[st.name] = self.overrides[st.name]
+                continue
+            value = self.value(st.value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError_(f"param '{st.name}' must be a number, got {_show(value)}", st.value.span)
+            self.params[st.name] = value
+        unknown = [name for name in self.overrides if name not in first]
+        if unknown:
+            name = unknown[0]
+            close = _close(name, list(first), n=1)
+            if first:
+                hint = (f"did you mean '{close[0]}'? " if close else "") + f"the spec's params are: {', '.join(first)}"
+            else:
+                hint = "the spec declares no params; declare one with: param NAME = VALUE"
+            raise NameError_(f"cannot set '{name}': the spec has no param of that name", None, hint)
+
+    @staticmethod
+    def check_name(name: str, span: Span, what: str) -> None:
+        """Refuse a block, parameter or param name that reads as a layer where it is used (`fc1`, `conv2a`)."""
+        word = layer_like(name)
+        if word is not None:
+            raise NameError_(f"'{name}' cannot be {what} name: it starts with the layer word '{word}' and a "
+                             f"digit, so it reads as a layer ({word} with a size)", span,
+                             f"names may hold digits, but not right after a layer's word; e.g. 'my_{name}'")
+
+    def input_size(self, st: A.InputExpr) -> tuple:
+        dims = []
+        for expr in st.dims:
+            d = self.value(expr)
+            if isinstance(d, float) and d.is_integer():
+                d = int(d)
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise ValueError_(f"input sizes must be whole numbers, got {_show(d)}", expr.span,
+                                  "round it: input {round(res)}x{round(res)}x3")
+            if d < 1:
+                raise ValueError_(f"input sizes must be at least 1, got {d}", expr.span)
+            if d > limits.MAX_DIM:
+                raise LimitError(f"input size {d:,} is beyond the limit of {limits.MAX_DIM:,}", expr.span)
+            dims.append(d)
+        return tuple(dims)
+
     def run(self) -> list:
         dims = self.input_override
         input_span = act_span = augment_span = None
         pipelines = []
+        self.declare_params()
         for st in self.spec.statements:
+            if isinstance(st, (A.ParamStmt, A.UseStmt)):
+                continue
             if isinstance(st, A.BlockDef):
                 if st.name in self.blocks:
                     raise NameError_(f"block '{st.name}' is defined twice", st.name_span,
-                                     f"first defined at {self.blocks[st.name].span.line}:"
-                                     f"{self.blocks[st.name].span.column}")
+                                     f"first defined at {self.at(self.blocks[st.name].span)}")
                 if normalize_word(st.name) in SPELLINGS:
                     raise NameError_(f"'{st.name}' is a built-in layer and cannot be a block name", st.name_span,
                                      "pick another name")
+                self.check_name(st.name, st.name_span, "a block")
+                if st.name.lower() in MERGES:
+                    raise NameError_(f"'{st.name}' cannot be a block name: {st.name}(...) is a residual or "
+                                     "branches", st.name_span, "pick another name")
                 seen: set[str] = set()
                 dup = next((p for p in st.params if p.name in seen or seen.add(p.name)), None)
                 if dup is not None:
                     raise NameError_(f"parameter '{dup.name}' appears twice", dup.span)
+                for p in st.params:
+                    self.check_name(p.name, p.span, "a parameter")
                 self.blocks[st.name] = st
-            elif isinstance(st, A.InputStmt):
+            elif isinstance(st, (A.InputStmt, A.InputExpr)):
                 if input_span is not None:
                     raise ValueError_("the input is declared twice", st.span,
                                       f"first declared at {input_span.line}:{input_span.column}")
                 input_span = st.span
-                if len(st.dims) != 3:
-                    raise ValueError_(f"input needs height, width and channels, got {fmt_shape(st.dims)}", st.span,
+                given = st.dims if isinstance(st, A.InputStmt) else self.input_size(st)
+                if len(given) != 3:
+                    raise ValueError_(f"input needs height, width and channels, got {fmt_shape(given)}", st.span,
                                       "write it as input 224x224x3 (HxWxC)")
                 if dims is None:
-                    dims = st.dims
-                for d in st.dims:
+                    dims = given
+                for d in given:
                     if d < 1:
                         raise ValueError_("input sizes must be at least 1", st.span)
                     if d > limits.MAX_DIM:
@@ -838,9 +1097,12 @@ class _Lowering:
 
 
 def lower(spec: A.Spec, source: str = "", filename: str = "<spec>",
-          input_shape: Optional[tuple[int, int, int]] = None) -> Graph:
-    """Lower a parsed spec to a verified IR graph. `input_shape` (H, W, C) overrides the spec's."""
-    lowering = _Lowering(spec, input_shape)
+          input_shape: Optional[tuple[int, int, int]] = None, overrides: Optional[dict] = None,
+          sources=None) -> Graph:
+    """Lower a parsed spec to a verified IR graph. `input_shape` (H, W, C) overrides the spec's; `overrides`
+    maps `param` names to the values that replace theirs; `sources` (uses.Sources) names the files of a spec
+    whose `use` statements uses.resolve has brought in."""
+    lowering = _Lowering(spec, input_shape, overrides, sources)
     try:
         rows = lowering.run()
     except RecursionError:      # MAX_DEPTH keeps lowering far from the limit; this is a last resort

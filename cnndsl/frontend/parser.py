@@ -8,7 +8,9 @@ from typing import Optional
 
 from .. import limits
 from ..errors import LimitError, Span, SyntaxError_, ValueError_
-from .syntax import (Num, Dims, Var, BinOp, Neg, Option, Options, Layer, Arg, Call, Res, Branches, Labeled, Repeat, Sequence, Pipeline, InputStmt, ActivationStmt, AugmentStmt, Param, BlockDef, Spec)
+from .syntax import (Num, Dims, Var, BinOp, Neg, Func, Option, Options, Layer, Arg, Call, Res, Branches, Labeled, Repeat,
+                     Sequence, Pipeline, InputStmt, InputExpr, ActivationStmt, AugmentStmt, Param, BlockDef, ParamStmt,
+                     UseStmt, Spec)
 
 # ---------------------------------------------------------- the parser ----
 
@@ -67,6 +69,11 @@ def _dims(tok) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def _count_text(tok) -> str:
+    """The digits of a REPEAT token: `x2`, `x 2`, `\u00d72`."""
+    return tok[1:].lstrip(" \t")
+
+
 _PACKED = re.compile(r"([a-z_]+)([0-9]+)-([0-9]+)", re.IGNORECASE | re.ASCII)    # the LAYER terminal's parts
 
 
@@ -76,7 +83,7 @@ def _check_count(items, limit: int, what: str, span: Span) -> None:
 
 
 def _depth(node) -> int:
-    return node.depth if isinstance(node, (BinOp, Neg)) else 0
+    return node.depth if isinstance(node, (BinOp, Neg, Func)) else 0
 
 
 def _deep(depth: int, span: Span) -> int:
@@ -95,6 +102,42 @@ class _ToAst:
 
     def input_stmt(self, c):
         return InputStmt(_dims(c[1]), _span_of(c))
+
+    def input_expr(self, c):
+        """`input {res}x{res}x3`: the parts after `input`, each a number or an expression."""
+        dims = []
+        for part in c[1:]:
+            if not isinstance(part, str):            # an expression (tokens are str)
+                dims.append(part)
+            elif part.type in ("DIMS", "INT"):
+                span = tok_span(part)
+                dims.extend(Num(v, span) for v in (_dims(part) if part.type == "DIMS" else (_int(part),)))
+            elif part.type == "REPEAT":                # `x3`, `x 3`: the next size
+                dims.append(Num(_int(part, _count_text(part)), tok_span(part)))
+            if len(dims) > limits.MAX_DIMS:
+                raise LimitError(f"dimensions with more than {limits.MAX_DIMS} parts", _span_of(c),
+                                 f"dimensions have at most {limits.MAX_DIMS} parts, as in 32x32x3")
+        return InputExpr(tuple(dims), _span_of(c))
+
+    def param_stmt(self, c):
+        return ParamStmt(str(c[1]), c[2], _span_of(c), tok_span(c[1]))
+
+    def use_stmt(self, c):
+        tok = c[1]
+        path = str(tok)[1:-1]
+        for i, ch in enumerate(path):
+            if not (ch.isascii() and ch.isprintable()) or ch == "\\":
+                span = tok_span(tok)
+                at = Span(span.line, span.column + 1 + i, span.line, span.column + 2 + i, span.start + 1 + i,
+                          span.start + 2 + i)
+                if not ch.isascii():
+                    raise _non_ascii_char(ch, at, "file names in 'use' are printable ASCII")
+                what = "a backslash" if ch == "\\" else f"the control character {ch!r}"
+                raise SyntaxError_(f"{what} in a file name", at, "file names in 'use' are printable ASCII, with "
+                                   "'/' between folders, as in use \"families/efficientnet.cnn\"")
+        if not path:
+            raise SyntaxError_("an empty file name", tok_span(tok), 'name a spec file: use "families/resnet.cnn"')
+        return UseStmt(path, _span_of(c), tok_span(tok))
 
     def act_stmt(self, c):
         return ActivationStmt(c[1], _span_of(c))
@@ -127,7 +170,7 @@ class _ToAst:
             return body
         rep_tok, expr = rest[0], (rest[1] if len(rest) > 1 else None)
         if rep_tok.type == "REPEAT":
-            count = Num(_int(rep_tok, rep_tok[1:]) if len(rep_tok) > 1 else 1, tok_span(rep_tok))
+            count = Num(_int(rep_tok, _count_text(rep_tok)), tok_span(rep_tok))
             return Repeat(body, count, _span_of([body, rep_tok]))
         return Repeat(body, expr, _span_of([body, rep_tok, expr]))
 
@@ -205,6 +248,13 @@ class _ToAst:
     def var(self, c):
         return Var(str(c[0]), tok_span(c[0]))
 
+    def func(self, c):
+        args = tuple(a for a in c[1:] if a is not None)
+        _check_count(args, limits.MAX_PARAMS, "arguments", tok_span(c[0]))
+        span = _span_of(c)
+        depth = max((_depth(a.value) for a in args), default=0) + 1
+        return Func(str(c[0]), args, span, tok_span(c[0]), _deep(depth, span))
+
     def neg_expr(self, c):
         span = _span_of(c)
         return Neg(c[-1], span, _deep(_depth(c[-1]) + 1, span))
@@ -220,8 +270,48 @@ class _ToAst:
     del _bin
 
 
+_HEADS = frozenset(["WORD", "RES", "CAT", "CONCAT", "ADD", "SUM", "BLOCK", "PARAM", "USE"])  # what a name starts with
+_GLUE = _HEADS | frozenset(["INT", "DIMS", "FLOAT"])          # what may be glued to it, without a space
+_MERGES = frozenset(["RES", "CAT", "CONCAT", "ADD", "SUM"])   # keywords only before '(': a name elsewhere
+_LAYER_WORDS: dict = {}                                        # text -> does it normalize to a layer's word?
+
+
+def _layer_word(text: str) -> bool:
+    """Is `text` (letters, '_' and '-') a built-in layer's word, as in `fc` of fc4096 or `Max_Pool` of Max_Pool3?"""
+    found = _LAYER_WORDS.get(text)
+    if found is None:
+        from ..ir.ops import SPELLINGS, normalize_word
+        found = _LAYER_WORDS[text] = normalize_word(text) in SPELLINGS
+    return found
+
+
+def _gluable(tok) -> bool:
+    """Can this token be part of a name: a word or digits (2x3 with an ASCII x; 1e5, not 1.5)?"""
+    if tok.type == "DIMS":
+        return "\u00d7" not in tok.value
+    if tok.type == "FLOAT":
+        return tok.value.isalnum()
+    return True
+
+
+def _token(type_: str, value: str, first, last, start: int = 0, end: int = 0):
+    """A token of `type_` from `first`'s start (plus `start` characters) to `last`'s end (less `end`), on one line."""
+    from lark import Token
+    return Token(type_, value, first.start_pos + start, first.line, first.column + start, last.end_line,
+                 last.end_column - end, last.end_pos - end)
+
+
 class _Continuations:
-    """Postlexer: newlines end statements except inside brackets or around `|`/`+`."""
+    """Postlexer: names with digits joined into one token; newlines end statements except inside brackets or
+    around `|`/`+`.
+
+    The lexer reads `fc4096` as the word `fc` and the number 4096, and so also `e1` and `incep3a` as a word
+    and digits (and `c2-1` as a packed layer). A word that is not a built-in layer's word is joined here with
+    the digits and words written right after it into one WORD: `e1`, `incep3a`, `w2`, `my-block2`; `fc4096`,
+    `maxpool3`, `dropout0.5` and `conv3-64` stay layers. In the head of a definition (after `block` or
+    `param`, up to its `=`), every name is joined, so `block fc1 = ...` reaches lowering as the name `fc1`,
+    which it refuses with a diagnostic.
+    """
 
     always_accept = ("_NL",)
     _OPENERS = frozenset("([{")
@@ -231,11 +321,66 @@ class _Continuations:
 
     _NAMED = frozenset(["WORD", "LABEL", "LAYER"])
 
+    def names(self, stream):
+        run = None              # a name being read: its head and what is glued to it
+        force = False           # in a definition's head: join every name
+        fdepth = 0
+        for tok in stream:
+            t = tok.type
+            if run is not None:
+                if t in _GLUE and tok.start_pos == run[-1].end_pos and _gluable(tok):
+                    if len(run) > 1 or force or run[0].type != "WORD" or not _layer_word(run[0].value):
+                        run.append(tok)
+                        if tok.end_pos - run[0].start_pos > limits.MAX_NAME_CHARS:
+                            raise LimitError(f"name {''.join(run)[:20]}... is more than {limits.MAX_NAME_CHARS} "
+                                             "characters long", tok_span(run[0]).join(tok_span(tok)),
+                                             f"names may have at most {limits.MAX_NAME_CHARS} characters")
+                        continue
+                    yield run[0]          # a layer's word and its size: fc4096
+                    run = None
+                else:
+                    yield self.name(run, tok)
+                    run = None
+            if t in _HEADS:
+                run = [tok]
+                if t == "BLOCK" or t == "PARAM":
+                    force, fdepth = True, 0
+                continue
+            if t == "LAYER":
+                word = tok.value.rstrip("0123456789-")
+                if not _layer_word(word):       # `c2-1`: a name, minus, a number
+                    cut = tok.value.rindex("-")
+                    yield _token("WORD", tok.value[:cut], tok, tok, end=len(tok.value) - cut)
+                    yield _token("MINUS", "-", tok, tok, start=cut, end=len(tok.value) - cut - 1)
+                    yield _token("INT", tok.value[cut + 1:], tok, tok, start=cut + 1)
+                    continue
+            elif force:
+                value = tok.value
+                if value in self._OPENERS:
+                    fdepth += 1
+                elif value in self._CLOSERS:
+                    fdepth -= 1
+                elif (value == "=" and fdepth <= 0) or t == "_NL":
+                    force = False
+            yield tok
+        if run is not None:
+            yield self.name(run, None)
+
+    @staticmethod
+    def name(run: list, after):
+        """The token a name's run gives: glued into one WORD; `res`, `cat`, `add`... not before '(' is a name."""
+        if len(run) > 1:
+            return _token("WORD", "".join(run), run[0], run[-1])
+        head = run[0]
+        if head.type in _MERGES and (after is None or after.value != "("):
+            return _token("WORD", head.value, head, head)
+        return head
+
     def process(self, stream):
         depth = 0
         prev = None
         newline = None
-        for tok in stream:
+        for tok in self.names(stream):
             if tok.type in self._NAMED and len(tok) > limits.MAX_NAME_CHARS:
                 raise LimitError(f"name {str(tok)[:20]}... is {len(tok):,} characters long", tok_span(tok),
                                  f"names may have at most {limits.MAX_NAME_CHARS} characters")
@@ -284,7 +429,8 @@ _FRIENDLY = {
     "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
     "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
     "INPUT": "'input'", "ACTIVATION": "'activation'", "AUGMENT": "'augment'", "BLOCK": "'block'", "RES": "'res'",
-    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'",
+    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'", "PARAM": "'param'", "USE": "'use'",
+    "STRING": 'a quoted file name like "families/resnet.cnn"',
 }
 
 
@@ -299,7 +445,7 @@ def _offset_span(text: str, pos: int, length: int = 1) -> Span:
     return Span(line, col, line, col + length, pos, pos + length)
 
 
-_BRACKETS = re.compile(r"#[^\n]*|[()\[\]{}]")
+_BRACKETS = re.compile(r'"[^"\n]*"|#[^\n]*|[()\[\]{}]')     # a file name or a comment holds no brackets
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 
 
@@ -308,7 +454,7 @@ def check_brackets(text: str) -> None:
     stack: list[tuple[str, int]] = []
     for m in _BRACKETS.finditer(text):
         ch = m.group()
-        if ch[0] == "#":
+        if ch[0] == "#" or ch[0] == '"':
             continue
         if ch in "([{":
             stack.append((ch, m.start()))
@@ -333,8 +479,11 @@ def check_brackets(text: str) -> None:
 
 def _non_ascii(text: str, pos: int) -> SyntaxError_:
     """A non-ASCII character outside a comment: name it, and the ASCII character it looks like, if any."""
+    return _non_ascii_char(text[pos], _offset_span(text, pos))
+
+
+def _non_ascii_char(ch: str, span: Span, given_hint: Optional[str] = None) -> SyntaxError_:
     import unicodedata
-    ch = text[pos]
     name = unicodedata.name(ch, "")
     what = f"U+{ord(ch):04X}{' ' + name if name else ''}"
     if ch.isprintable() and not ch.isspace():
@@ -346,9 +495,10 @@ def _non_ascii(text: str, pos: int) -> SyntaxError_:
         like = " "
     hint = "names and numbers in specs are ASCII: letters a-z, digits 0-9, '_' and '-' (and 'x' or '\u00d7' " \
            "in 3x3 and x2); other characters may appear only in comments"
+    hint = given_hint or hint
     if like and like.isprintable() and len(like) == 1:
         hint = f"did you mean {like!r}? " + hint
-    return SyntaxError_(f"non-ASCII character {what}", _offset_span(text, pos), hint)
+    return SyntaxError_(f"non-ASCII character {what}", span, hint)
 
 
 BOM = "\ufeff"

@@ -36,6 +36,16 @@ class Neg(NamedTuple):
     depth: int = 1
 
 
+class Func(NamedTuple):
+    """A function in an expression: ceil(x), max(a, b), make_divisible(v, divisor=8)."""
+
+    name: str
+    args: tuple                  # Arg
+    span: Span
+    name_span: Span
+    depth: int = 1
+
+
 class Option(NamedTuple):
     name: str
     value: Any                   # an expression, or None for a flag like [valid]
@@ -114,6 +124,30 @@ class Pipeline(NamedTuple):
 class InputStmt(NamedTuple):
     dims: tuple[int, ...]
     span: Span
+
+
+class InputExpr(NamedTuple):
+    """`input {res}x{res}x3`: an input whose sizes are expressions."""
+
+    dims: tuple                  # expressions
+    span: Span
+
+
+class ParamStmt(NamedTuple):
+    """`param width = 1.0`: a name every expression may use, whose value the command line may override."""
+
+    name: str
+    value: Any
+    span: Span
+    name_span: Span
+
+
+class UseStmt(NamedTuple):
+    """`use "families/efficientnet.cnn"`: the blocks and params of another file."""
+
+    path: str
+    span: Span
+    path_span: Span
 
 
 class ActivationStmt(NamedTuple):
