@@ -210,11 +210,13 @@ def test_same_padding_keeps_the_size_or_is_refused():
     # the implicit default is the documented d*(K-1)//2 on each side, also for an even kernel: the size shrinks
     g = cnndsl.compile_text("input 8x8x3\nconv4-8")
     assert g["conv1"].attrs["padding"] == (1, 1) and g["conv1"].shape == (8, 7, 7)
-    # an explicit 'same' that symmetric padding cannot keep is refused, never 7x7
+    # an explicit 'same' with an even effective kernel pads asymmetrically (the odd cell after), never 7x7
     for text in ("conv4-8[same]", "conv4-8[pad=same]", "conv3x2-8[same]", "conv2-8[same, dilation=3]"):
-        with pytest.raises(cnndsl.CnnDslError, match="'same' padding cannot keep the size") as info:
-            cnndsl.compile_text("input 8x8x3\n" + text)
-        assert "asymmetric padding" in info.value.hint
+        g = cnndsl.compile_text("input 8x8x3\n" + text)
+        assert g["conv1"].shape[1:] == (8, 8), text
+        a = g["conv1"].attrs
+        assert all(a["padding"][i] + a["pad_end"][i] == a["dilation"][i] * (a["kernel"][i] - 1) for i in (0, 1))
+        assert all(0 <= a["pad_end"][i] - a["padding"][i] <= 1 for i in (0, 1)), text
 
 
 def test_options_that_agree_are_accepted():

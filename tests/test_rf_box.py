@@ -13,6 +13,11 @@ torch = pytest.importorskip("torch")
 from test_receptive_field import positive_model  # noqa: E402
 
 
+class InfAsZero(torch.nn.Module):
+    def forward(self, x):
+        return torch.where(torch.isinf(x), torch.zeros((), dtype=x.dtype), x)
+
+
 def measuring_model(graph, nodes):
     """positive_model (every path adds, none cancels), with a dilated max pool measured as what it reads: a
     depthwise convolution with the same dilated windows (an average pool has no dilation), after explicit end
@@ -27,12 +32,15 @@ def measuring_model(graph, nodes):
         node = node_of[name]
         src = graph[node.inputs[0]].shape
         a = node.attrs
-        conv = torch.nn.Conv2d(src[0], src[0], a["kernel"], a["stride"], a["padding"], a["dilation"],
-                               groups=src[0], bias=False).double()
+        padded = a["padding"] != a["pad_end"]      # the forward pads with -inf first: read it as zeros
+        conv = torch.nn.Conv2d(src[0], src[0], a["kernel"], a["stride"], 0 if padded else a["padding"],
+                               a["dilation"], groups=src[0], bias=False).double()
         torch.nn.init.constant_(conv.weight, 1.0)
         ends = [max(0, (node.shape[1 + i] - 1) * a["stride"][i] + a["dilation"][i] * (a["kernel"][i] - 1) + 1
-                    - src[1 + i] - 2 * a["padding"][i]) for i in (0, 1)]
+                    - src[1 + i] - a["padding"][i] - a["pad_end"][i]) for i in (0, 1)]
         layer = torch.nn.Sequential(torch.nn.ZeroPad2d((0, ends[1], 0, ends[0])), conv) if any(ends) else conv
+        if padded:
+            layer = torch.nn.Sequential(InfAsZero(), layer)
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
         key = name.rpartition(".")[2]
         if isinstance(parent, torch.nn.ModuleDict):

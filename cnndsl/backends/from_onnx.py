@@ -715,9 +715,9 @@ class _Importer:
         if bias is not None and bias != (out,):
             raise self.fail(f"{self.label(node)}: its bias is {fmt_shape(bias)}, expected {out} (one per output channel)")
         begin, end = self.spatial_pads(node, a, kernel, strides, dil, (c, h, w))
-        if begin != end:
-            raise self.fail(f"{self.label(node)} pads asymmetrically ({begin} before, {end} after)")
-        attrs = {"out": out, "kernel": kernel, "stride": strides, "padding": tuple(begin), "dilation": dil,
+        self.within(node, "the padding", begin + end, 0)
+        attrs = {"out": out, "kernel": kernel, "stride": strides, "padding": tuple(begin), "pad_end": tuple(end),
+                 "dilation": dil,
                  "groups": groups, "bias": bias is not None}
         self.add(node, "conv", [src], attrs)
 
@@ -848,12 +848,11 @@ class _Importer:
             pads = list(self.ints(node, a, "pads", (), low=None))
             attr = self._attr(node, a, "value", "FLOAT")
             value = -math.inf if attr is not None and attr.f == -math.inf else self.float_(node, a, "value", 0.0)
-        # zeros, as the padding an average counts (cnndsl's avgpool): symmetric; -inf, as max pooling pads
-        # (what cnndsl writes where ONNX's own pads cannot reach): any amounts, the pooling sorts out the windows
+        # zeros, as the padding an average counts (cnndsl's avgpool); -inf, as max pooling pads (what cnndsl
+        # writes where ONNX's own pads cannot reach): the pooling after it sorts out the windows
         if mode != "constant" or value not in (0.0, -math.inf) or len(pads) != 8 or pads[:2] != [0, 0] or \
-                pads[4:6] != [0, 0] or (value == 0.0 and pads[2:4] != pads[6:8]) or min(pads) < 0:
-            raise self.fail(f"{self.label(node)} is not a symmetric zero padding (or a -inf padding) of height and "
-                            "width")
+                pads[4:6] != [0, 0] or min(pads) < 0:
+            raise self.fail(f"{self.label(node)} is not a zero (or -inf) padding of height and width")
         self.within(node, "the padding", pads, 0)
         self.spatial(node, src)
         self.pads[node.output[0]] = (src, tuple(pads[2:4]), tuple(pads[6:8]), value)
@@ -894,7 +893,7 @@ class _Importer:
             want = [(n_in[1 + i] + 2 * extra[i] + end[i] - kernel[i]) // strides[i] + 1 for i in (0, 1)]
             if want == [pool_out(n_in[1 + i], kernel[i], strides[i], extra[i], 1, True) for i in (0, 1)]:
                 return self.add(node, op, [src], {"kernel": kernel, "stride": strides, "padding": tuple(extra),
-                                                  "ceil": True, "dilation": (1, 1)})
+                                                  "pad_end": tuple(extra), "ceil": True, "dilation": (1, 1)})
         # cnndsl's avgpool divides by the whole window, padding included (PyTorch's count_include_pad=True);
         # zeros from a Pad before it are real values to ONNX, so only the pooling's own padding matters here
         if op == "avgpool" and not counted and any(begin + end):
@@ -910,24 +909,59 @@ class _Importer:
         if min(want) < 1:
             raise self.fail(f"{self.label(node)} shrinks its {n_in[1]}x{n_in[2]} input below 1x1")
         padding = tuple(extra[i] + begin[i] for i in (0, 1))
-        for i in (0, 1):
-            if 2 * padding[i] > kernel[i]:      # PyTorch's rule, and the spec's: a window is never all padding
-                raise self.fail(f"{self.label(node)}: its padding {padding[i]}"
-                                f"{' (with the Pad before it)' if extra[i] else ''} is more than half its kernel "
-                                f"{kernel[i]}, which PyTorch pooling cannot express")
-            # an average divides by its window clipped to the padded input: the IR's padding is `begin` at both
-            # ends, so the last window must not reach past the shorter of the two end paddings
-            last = (want[i] - 1) * strides[i] - begin[i] + kernel[i]
-            if op == "avgpool" and begin[i] != end[i] and last > n_in[1 + i] + extra[i] + extra_end[i] + \
-                    min(begin[i], end[i]):
-                raise self.fail(f"{self.label(node)} pads asymmetrically ({begin[i]} before, {end[i]} after) "
-                                "where its last window reaches, so its average there differs from PyTorch's")
-        for mode in (False, True):
-            got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], mode) for i in (0, 1)]
-            if got == want:
-                attrs = {"kernel": kernel, "stride": strides, "padding": padding, "ceil": mode, "dilation": dil}
+        padding_end = tuple(extra_end[i] + end[i] for i in (0, 1))
+        # the IR pooling that gives ONNX's windows: in floor mode, the padding as it is at each end (unless cnndsl
+        # noted that it wrote a ceil-mode pooling this way); in ceil mode, symmetric padding where PyTorch's rule
+        # allows it (a window is never more than half padding), else as it is, reaching ceil mode's last window
+        from ..ir.ops.pool import CEIL_DOC
+        direct = not ceil and _text(node.doc_string) != CEIL_DOC and all(
+            max(padding[i], padding_end[i]) < kernel[i] for i in (0, 1)) and (
+            padding != padding_end or all(2 * padding[i] <= kernel[i] for i in (0, 1)))
+        if not direct and all(2 * padding[i] <= kernel[i] for i in (0, 1)):
+            for mode in (False, True):
+                got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], mode) for i in (0, 1)]
+                if got != want:
+                    continue
+                # an average divides by its window clipped to the padded input: the IR's padding is `padding`
+                # at both ends, so the last window must not reach past the shorter of the two end paddings
+                if op == "avgpool" and any(
+                        begin[i] != end[i] and (want[i] - 1) * strides[i] - begin[i] + kernel[i]
+                        > n_in[1 + i] + extra[i] + extra_end[i] + min(begin[i], end[i]) for i in (0, 1)):
+                    continue
+                attrs = {"kernel": kernel, "stride": strides, "padding": padding, "pad_end": padding, "ceil": mode,
+                         "dilation": dil}
                 return self.add(node, op, [src], attrs)
-        raise self.fail(f"{self.label(node)} pads asymmetrically in a way PyTorch pooling cannot express")
+        def half_rule():
+            for i in (0, 1):
+                if 2 * padding[i] > kernel[i]:     # PyTorch's rule, and the spec's: a window is never all padding
+                    raise self.fail(f"{self.label(node)}: its padding {padding[i]}"
+                                    f"{' (with the Pad before it)' if extra[i] else ''} is more than half its kernel "
+                                    f"{kernel[i]}, which PyTorch pooling cannot express")
+        if padding == padding_end:
+            half_rule()
+        if ceil and padded:
+            raise self.fail(f"{self.label(node)} pools a padded value in ceil mode in a way PyTorch pooling cannot "
+                            "express")
+        if ceil:     # ceil mode's last window, partly past the end padding: the IR's end padding reaches it
+            padding_end = tuple(max(padding_end[i], (want[i] - 1) * strides[i] + dil[i] * (kernel[i] - 1) + 1
+                                    - n_in[1 + i] - padding[i]) for i in (0, 1))
+            if op == "avgpool" and padding_end != tuple(extra_end[i] + end[i] for i in (0, 1)):
+                raise self.fail(f"{self.label(node)}: its last window in ceil mode reaches past its padding, so "
+                                "its average there differs from cnndsl's")
+        if padding == padding_end:
+            half_rule()
+        for i in (0, 1):
+            if max(padding[i], padding_end[i]) >= kernel[i]:
+                raise self.fail(f"{self.label(node)}: its padding {max(padding[i], padding_end[i])}"
+                                f"{' (with the Pad before it)' if extra[i] or extra_end[i] else ''} is not smaller "
+                                f"than its kernel {kernel[i]}")
+        attrs = {"kernel": kernel, "stride": strides, "padding": padding, "pad_end": padding_end, "ceil": False,
+                 "dilation": dil}
+        got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], False, padding_end[i])
+               for i in (0, 1)]
+        if got != want:
+            raise self.fail(f"{self.label(node)} pads in a way cnndsl's pooling cannot express")
+        return self.add(node, op, [src], attrs)
 
     def n_MaxPool(self, node, a):
         if len(node.output) > 1 and node.output[1]:

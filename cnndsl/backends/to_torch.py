@@ -93,7 +93,7 @@ def generate_source(graph: Graph, class_name: str = "Net", logits: bool = False,
     for i, n in enumerate(nodes[1:], start=1):
         v = f"x{i}"
         args = [var[s] for s in n.inputs]
-        call = ops[n.name].torch_forward("self." + ".".join(paths[n.name]), args)
+        call = ops[n.name].torch_forward("self." + ".".join(paths[n.name]), args, n.attrs)
         body.append(f"        {v} = {call}  # {_comment(n.name)}: {'x'.join(map(str, n.shape))}")
         var[n.name] = v
         dead = [var[s] for s in dict.fromkeys(n.inputs)

@@ -121,18 +121,36 @@ def stride_option(args: LayerArgs, value, part: str) -> tuple[int, int]:
     return _pair(value, part, "stride")
 
 
+def padding_pairs(a: dict) -> tuple:
+    """((top, bottom), (left, right)) of a sliding-window layer."""
+    return tuple((a["padding"][i], a["pad_end"][i]) for i in (0, 1))
+
+
+def tf_same(n: int, keff: int, s: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding of one axis: ceil(n/s) outputs, the odd cell of padding after."""
+    total = max(0, (-(-n // s) - 1) * s + keff - n)
+    return total // 2, total - total // 2
+
+
+def torch_pad(a: dict, value: str = "") -> str:
+    """The torch.nn.functional.pad amounts of an asymmetric padding: (left, right, top, bottom)."""
+    (t, b), (l, r) = padding_pairs(a)
+    return f"({l}, {r}, {t}, {b}){value}"
+
+
 def _no_sizes(args: LayerArgs, example: str) -> None:
     for part in ("lead", "size", "stride"):
         if getattr(args, part) is not None:
             raise OpError(f"{args.word} takes no size", part, f"write it as {example}")
 
 
-def conv_out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+def conv_out(n: int, k: int, s: int, p: int, d: int = 1, p_end: Optional[int] = None) -> int:
+    """Output size of a sliding window: padding `p` before and `p_end` (default `p`) after."""
+    return (n + p + (p if p_end is None else p_end) - d * (k - 1) - 1) // s + 1
 
 
-def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
-    span = n + 2 * p - d * (k - 1) - 1
+def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool, p_end: Optional[int] = None) -> int:
+    span = n + p + (p if p_end is None else p_end) - d * (k - 1) - 1
     if not ceil:
         return span // s + 1
     out = -(-span // s) + 1
@@ -142,7 +160,8 @@ def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 def sliding_window(a: dict) -> tuple:
-    """(effective kernel d*(k-1)+1, stride, padding) per axis of a conv or pooling layer."""
+    """(effective kernel d*(k-1)+1, stride, padding before) per axis of a conv or pooling layer (the padding
+    after, `pad_end`, decides how many windows there are, never where one starts)."""
     return tuple((a["dilation"][i] * (a["kernel"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1))
 
 
@@ -282,7 +301,7 @@ class Op:
         """The constructor expression of the node's nn.Module, or None for an op done in forward()."""
         raise NotImplementedError(f"op {self.name} has no PyTorch emission")
 
-    def torch_forward(self, module: str, args: list[str]) -> str:
+    def torch_forward(self, module: str, args: list[str], a: dict) -> str:
         """The forward() expression: by default the node's module applied to its one input."""
         return f"{module}({args[0]})"
 

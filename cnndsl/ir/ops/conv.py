@@ -5,18 +5,19 @@ from math import prod
 
 from ... import limits
 from .base import (stride_option, LayerArgs, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
-                   fmt_shape, sliding_window, spec_pair, torch_pair)
+                   fmt_shape, sliding_window, spec_pair, tf_same, torch_pad, torch_pair)
 
 
 class Conv(Op):
     name = kind = "conv"
-    ATTRS = {"out": "count", "kernel": "pair", "stride": "pair", "padding": "pair0", "dilation": "pair",
+    ATTRS = {"out": "count", "kernel": "pair", "stride": "pair", "padding": "pair0", "pad_end": "pair0", "dilation": "pair",
              "groups": "count", "bias": "bool"}
     weight = True
     windowed = True
     ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",
                "dilation": "dilation", "dil": "dilation", "d": "dilation", "groups": "groups", "g": "groups",
-               "bias": "bias", "nobias": "nobias", "valid": "valid", "same": "same"}
+               "bias": "bias", "nobias": "nobias", "valid": "valid", "same": "same", "tfsame": "tfsame",
+               "pad_end": "pad_end"}
 
     def build(self, args: LayerArgs, in_shape: tuple, depthwise: bool = False) -> dict:
         opts = _options(args, self.ALIASES)
@@ -39,7 +40,7 @@ class Conv(Op):
             groups = 1
         stride = (1, 1) if args.stride is None else _pair(args.stride, "stride", "stride")
         dilation = (1, 1)
-        pad = pad_part = bias_written = None
+        pad = bias_written = end = None
         bias = True
         for canon, (written, value) in opts.items():
             part = f"option:{written}"
@@ -61,44 +62,33 @@ class Conv(Op):
                                   "keep one: bias, bias=false or nobias", kind="name")
                 bias_written = written
                 bias = _bool(value, part, canon) if canon == "bias" else not _bool(value, part, canon)
-            elif canon in ("valid", "same"):
+            elif canon in ("valid", "same", "tfsame"):
                 if pad is not None:
                     raise OpError("padding given twice", part, kind="name")
                 if value is not True:
                     raise OpError(f"'{written}' is a flag and takes no value", part)
-                pad, pad_part = canon, part
+                pad = canon
             elif canon == "pad":
                 if pad is not None:
                     raise OpError("padding given twice", part, kind="name")
-                pad = value if value in ("same", "valid") else _pair(value, part, "padding", low=0)
-                pad_part = part
-        if pad is None or pad == "same":
-            padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
-            if pad == "same":
-                _check_same(kernel, dilation, pad_part)
-            for i in (0, 1):
-                if padding[i] > limits.MAX_KERNEL:
-                    raise OpError(f"kernel {kernel[i]} with dilation {dilation[i]} needs padding {padding[i]:,}, "
-                                  f"beyond the limit of {limits.MAX_KERNEL:,}",
-                                  next((f"option:{w}" for c, (w, _) in opts.items() if c == "dilation"), "lead"),
-                                  "use a smaller dilation or kernel, or give the padding: [valid] or [pad=N]",
-                                  kind="limit")
-        elif pad == "valid":
-            padding = (0, 0)
-        else:
-            padding = pad
+                pad = value if value in ("same", "valid", "tfsame") else _pair(value, part, "padding", low=0)
+            elif canon == "pad_end":
+                end = (_pair(value, part, "end padding", low=0), part)
+        padding, pad_end = resolve_padding(pad, end, kernel, dilation, stride, in_shape,
+                                           next((f"option:{w}" for c, (w, _) in opts.items() if c == "dilation"),
+                                                "lead"))
         if cin % groups or out % groups:
             raise OpError(f"groups={groups} must divide both the {cin} input and {out} output channels",
                           "word", "pick a group count that divides both", kind="shape")
-        return {"out": out, "kernel": kernel, "stride": stride, "padding": padding,
+        return {"out": out, "kernel": kernel, "stride": stride, "padding": padding, "pad_end": pad_end,
                 "dilation": dilation, "groups": groups, "bias": bias}
 
     def shape(self, a, ins):
         c, h, w = _spatial(ins, "conv")
         if c % a["groups"]:
             raise OpError(f"groups={a['groups']} does not divide the {c} input channels", kind="shape")
-        oh = conv_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0])
-        ow = conv_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1])
+        oh = conv_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0], a["pad_end"][0])
+        ow = conv_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1], a["pad_end"][1])
         _check_size(oh, ow, ins, lambda: f"conv {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
         return (a["out"], oh, ow)
 
@@ -117,7 +107,9 @@ class Conv(Op):
         if s != (1, 1):
             text += f"/{s[0] if s[0] == s[1] else fmt_shape(s)}"
         extras = []
-        if a["padding"] != tuple(a["dilation"][i] * (k[i] - 1) // 2 for i in (0, 1)):
+        if a["padding"] != a["pad_end"]:
+            extras.append(f"pad={fmt_shape(a['padding'])} end={fmt_shape(a['pad_end'])}")
+        elif a["padding"] != tuple(a["dilation"][i] * (k[i] - 1) // 2 for i in (0, 1)):
             extras.append(f"pad={fmt_shape(a['padding'])}")
         if a["dilation"] != (1, 1):
             extras.append(f"d={fmt_shape(a['dilation'])}")
@@ -133,7 +125,7 @@ class Conv(Op):
         args = [str(ins[0][0]), str(a["out"]), f"kernel_size={torch_pair(a['kernel'])}"]
         if a["stride"] != (1, 1):
             args.append(f"stride={torch_pair(a['stride'])}")
-        if a["padding"] != (0, 0):
+        if a["padding"] != (0, 0) and a["padding"] == a["pad_end"]:
             args.append(f"padding={torch_pair(a['padding'])}")
         if a["dilation"] != (1, 1):
             args.append(f"dilation={torch_pair(a['dilation'])}")
@@ -142,6 +134,11 @@ class Conv(Op):
         if not a["bias"]:
             args.append("bias=False")
         return f"nn.Conv2d({', '.join(args)})"
+
+    def torch_forward(self, module, args, a):
+        if a["padding"] != a["pad_end"]:     # nn.Conv2d pads both ends alike: pad first
+            return f"{module}(torch.nn.functional.pad({args[0]}, {torch_pad(a)}))"
+        return f"{module}({args[0]})"
 
     def onnx(self, em, n, ins, shapes):
         import numpy as np
@@ -154,9 +151,8 @@ class Conv(Op):
         inputs = [ins[0], w]
         if a["bias"]:
             inputs.append(em.tensor(n, "bias", (a["out"],), lambda: np.zeros(a["out"])))
-        ph, pw = a["padding"]
         em.op("Conv", inputs, n.name, n.name, kernel_shape=[kh, kw], strides=list(a["stride"]),
-              pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["groups"])
+              pads=[*a["padding"], *a["pad_end"]], dilations=list(a["dilation"]), group=a["groups"])
 
     def spell(self, a):
         text = f"conv{spec_pair(a['kernel'])}-{a['out']}"
@@ -164,8 +160,10 @@ class Conv(Op):
             text += f"/{spec_pair(a['stride'])}"
         opts = []
         same = tuple(a["dilation"][i] * (a["kernel"][i] - 1) // 2 for i in (0, 1))
-        if a["padding"] != same:
+        if a["padding"] != same or a["pad_end"] != a["padding"]:
             opts.append(f"pad={spec_pair(a['padding'])}")
+        if a["pad_end"] != a["padding"]:
+            opts.append(f"pad_end={spec_pair(a['pad_end'])}")
         if a["dilation"] != (1, 1):
             opts.append(f"dilation={spec_pair(a['dilation'])}")
         if a["groups"] != 1:
@@ -174,20 +172,35 @@ class Conv(Op):
         return text + f"[{', '.join(opts)}]"
 
 
-def _check_same(kernel: tuple, dilation: tuple, part: str) -> None:
-    """`same` keeps the size at stride 1 (ceil(n/S) at stride S) only where the padding can be symmetric:
-    an odd effective kernel d*(K-1)+1 on both axes."""
+def resolve_padding(pad, end, kernel: tuple, dilation: tuple, stride: tuple, in_shape: tuple,
+                    limit_part: str) -> tuple[tuple, tuple]:
+    """(padding before, padding after) per axis from what a layer wrote: `pad` is None (the default: half the
+    effective kernel at both ends), "valid", "same" (PyTorch's: the effective kernel minus one in all, the odd
+    cell after), "tfsame" (TensorFlow's: enough for ceil(n / stride) outputs, the odd cell after) or a pair;
+    `end` is (pair, part) of an explicit `pad_end`, else None."""
+    effective = tuple(dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1))
+    if pad is None or pad == "same":
+        padding = tuple((e - 1) // 2 for e in effective)
+        pad_end = tuple(e - 1 - p for e, p in zip(effective, padding)) if pad == "same" else padding
+    elif pad == "tfsame":
+        sides = [tf_same(in_shape[1 + i], effective[i], stride[i]) for i in (0, 1)]
+        padding, pad_end = tuple(p for p, _ in sides), tuple(q for _, q in sides)
+    elif pad == "valid":
+        padding = pad_end = (0, 0)
+    else:
+        padding = pad_end = pad
+    if end is not None:
+        if pad in ("same", "tfsame", "valid"):
+            raise OpError(f"pad_end given with '{pad}', which sets the padding at both ends", end[1],
+                          "write pad=TOPxLEFT, pad_end=BOTTOMxRIGHT, or the flag alone", kind="name")
+        pad_end = end[0]
     for i in (0, 1):
-        effective = dilation[i] * (kernel[i] - 1) + 1
-        if effective % 2 == 0:
-            k = fmt_shape(kernel) if kernel[0] != kernel[1] else str(kernel[0])
-            what = f"kernel {k}" if dilation == (1, 1) else f"kernel {k} with dilation {fmt_shape(dilation)}"
-            pad = dilation[i] * (kernel[i] - 1) // 2
-            raise OpError(f"'same' padding cannot keep the size with the {what}: the effective kernel "
-                          f"{effective} is even, so it needs {effective - 1 - pad} padding on one side and "
-                          f"{pad} on the other", part,
-                          "cnndsl pads both sides equally (asymmetric padding is not supported yet): use an odd "
-                          f"kernel, or drop 'same' for pad={pad} (the size shrinks by 1)")
+        if max(padding[i], pad_end[i]) > limits.MAX_KERNEL:
+            raise OpError(f"kernel {kernel[i]} with dilation {dilation[i]} needs padding "
+                          f"{max(padding[i], pad_end[i]):,}, beyond the limit of {limits.MAX_KERNEL:,}",
+                          limit_part,
+                          "use a smaller dilation or kernel, or give the padding: [valid] or [pad=N]", kind="limit")
+    return padding, pad_end
 
 
 CONV = Conv()
@@ -208,4 +221,6 @@ SPELLINGS = {"conv": _conv, "convolution": _conv, "dwconv": _dwconv, "depthwisec
 # What the conformance harness (tests/test_conformance.py) builds to hold this family to every oracle: spec
 # text after an `input` line, covering every option.
 EXAMPLES = {"conv": ("conv3-4", "conv3x1-4/2[pad=0x1]", "conv3-4[dilation=2, nobias]", "conv2-4/2[valid]",
-                     "dwconv3", "dwconv3-6/2", "conv3-6[groups=3, pad=2]", "conv1-4[bias] bn")}
+                     "dwconv3", "dwconv3-6/2", "conv3-6[groups=3, pad=2]", "conv1-4[bias] bn",
+                     "conv2-4[same]", "conv3-4/2[tfsame]", "dwconv5/2[tfsame]", "conv4x2-3/2[same, dilation=2x1]",
+                     "conv3-4[pad=0x1, pad_end=2x0]", "conv1x3-2/3[pad_end=0x2]")}

@@ -12,7 +12,7 @@ class Add(Op):
     def torch_module(self, a, ins, inplace=False):
         return None
 
-    def torch_forward(self, module, args):
+    def torch_forward(self, module, args, a):
         return " + ".join(args)
 
     def onnx(self, em, n, ins, shapes):
@@ -33,7 +33,7 @@ class Concat(Op):
     def torch_module(self, a, ins, inplace=False):
         return None
 
-    def torch_forward(self, module, args):
+    def torch_forward(self, module, args, a):
         return f"torch.cat([{', '.join(args)}], 1)"
 
     def onnx(self, em, n, ins, shapes):

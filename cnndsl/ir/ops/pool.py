@@ -5,7 +5,7 @@ from __future__ import annotations
 from ... import limits
 from ...errors import OnnxExportError
 from .base import (stride_option, GLOBAL, LayerArgs, Op, OpError, _bool, _check_size, _no_sizes, _options, _pair, _spatial,
-                   adaptive_window, fmt_shape, pool_out, sliding_window, spec_pair, torch_pair,
+                   adaptive_window, fmt_shape, pool_out, sliding_window, spec_pair, tf_same, torch_pad, torch_pair,
                    widest_adaptive_window)
 
 
@@ -13,11 +13,12 @@ class Pool(Op):
     """Max or average pooling with a kernel, stride, padding and ceil mode."""
 
     ALIASES = {"stride": "stride", "s": "stride", "pad": "pad", "padding": "pad", "p": "pad",
-               "ceil": "ceil", "dilation": "dilation", "d": "dilation"}
+               "ceil": "ceil", "dilation": "dilation", "d": "dilation", "pad_end": "pad_end", "tfsame": "tfsame"}
     windowed = True
     fresh_output = True
     slides = True
-    ATTRS = {"kernel": "pair", "stride": "pair", "padding": "pair0", "ceil": "bool", "dilation": "pair"}
+    ATTRS = {"kernel": "pair", "stride": "pair", "padding": "pair0", "pad_end": "pair0", "ceil": "bool",
+             "dilation": "pair"}
 
     def __init__(self, name: str, torch_class: str, onnx_type: str):
         self.name = self.kind = name
@@ -31,28 +32,60 @@ class Pool(Op):
         kernel = (2, 2) if args.lead is None else _pair(args.lead, "lead", "pool size")
         stride = kernel if args.stride is None else _pair(args.stride, "stride", "stride")
         padding, ceil, dilation = (0, 0), False, (1, 1)
+        end = tf = pad_written = None
         for canon, (written, value) in opts.items():
             part = f"option:{written}"
             if canon == "stride":
                 stride = stride_option(args, value, part)
             elif canon == "pad":
                 padding = (0, 0) if value == "valid" else _pair(value, part, "padding", low=0)
+                pad_written = part
+            elif canon == "pad_end":
+                end = (_pair(value, part, "end padding", low=0), part)
+            elif canon == "tfsame":
+                if value is not True:
+                    raise OpError(f"'{written}' is a flag and takes no value", part)
+                tf = part
             elif canon == "ceil":
                 ceil = _bool(value, part, "ceil")
             elif canon == "dilation":
                 if self.name != "maxpool":
                     raise OpError("only max pooling takes a dilation", part)
                 dilation = _pair(value, part, "dilation")
-        for i in (0, 1):
-            if padding[i] * 2 > kernel[i]:
-                raise OpError(f"pool padding {padding[i]} is more than half the kernel {kernel[i]}",
-                              "word", "padding may be at most half the pool size")
-        return {"kernel": kernel, "stride": stride, "padding": padding, "ceil": ceil, "dilation": dilation}
+        pad_end = padding if end is None else end[0]
+        if tf is not None:
+            if pad_written or end:
+                raise OpError("padding given twice ('tfsame' sets both ends)", tf, kind="name")
+            if self.name != "maxpool":
+                raise OpError("tfsame average pooling is not cnndsl's: TensorFlow leaves its padding out of the "
+                              "average, cnndsl's avgpool counts it", tf,
+                              "pad explicitly with pad=... and pad_end=... (counted), or use max pooling")
+            if len(in_shape) != 3:
+                _spatial([in_shape], self.name)
+            sides = [tf_same(in_shape[1 + i], dilation[i] * (kernel[i] - 1) + 1, stride[i]) for i in (0, 1)]
+            padding, pad_end = tuple(p for p, _ in sides), tuple(q for _, q in sides)
+        if padding == pad_end:
+            for i in (0, 1):
+                if padding[i] * 2 > kernel[i]:
+                    raise OpError(f"pool padding {padding[i]} is more than half the kernel {kernel[i]}",
+                                  "word", "padding may be at most half the pool size")
+        else:
+            where = (end and end[1]) or tf or "word"
+            if ceil:
+                raise OpError("ceil mode with padding that differs at the two ends is not supported", where,
+                              "give the padding that ceil mode would add as pad_end instead")
+            for i in (0, 1):
+                if max(padding[i], pad_end[i]) >= kernel[i]:
+                    raise OpError(f"pool padding {max(padding[i], pad_end[i])} at one end is not smaller than the "
+                                  f"kernel {kernel[i]}: a window could see nothing but padding", where,
+                                  "use less padding or a larger pool size")
+        return {"kernel": kernel, "stride": stride, "padding": padding, "pad_end": pad_end, "ceil": ceil,
+                "dilation": dilation}
 
     def shape(self, a, ins):
         c, h, w = _spatial(ins, self.name)
-        oh = pool_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0], a["ceil"])
-        ow = pool_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1], a["ceil"])
+        oh = pool_out(h, a["kernel"][0], a["stride"][0], a["padding"][0], a["dilation"][0], a["ceil"], a["pad_end"][0])
+        ow = pool_out(w, a["kernel"][1], a["stride"][1], a["padding"][1], a["dilation"][1], a["ceil"], a["pad_end"][1])
         _check_size(oh, ow, ins, lambda: f"{self.name} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])}")
         return (c, oh, ow)
 
@@ -63,13 +96,15 @@ class Pool(Op):
         k, s = a["kernel"], a["stride"]
         text = f"{self.name} {fmt_shape(k)}/{s[0] if s[0] == s[1] else fmt_shape(s)}"
         extras = [f"pad={fmt_shape(a['padding'])}"] if a["padding"] != (0, 0) else []
+        if a["pad_end"] != a["padding"]:
+            extras.append(f"end={fmt_shape(a['pad_end'])}")
         if a["ceil"]:
             extras.append("ceil")
         return text + (f" [{', '.join(extras)}]" if extras else "")
 
     def torch_module(self, a, ins, inplace=False):
         args = [f"kernel_size={torch_pair(a['kernel'])}", f"stride={torch_pair(a['stride'])}"]
-        if a["padding"] != (0, 0):
+        if a["padding"] != (0, 0) and a["padding"] == a["pad_end"]:
             args.append(f"padding={torch_pair(a['padding'])}")
         if a.get("dilation", (1, 1)) != (1, 1):
             args.append(f"dilation={torch_pair(a['dilation'])}")
@@ -77,10 +112,16 @@ class Pool(Op):
             args.append("ceil_mode=True")
         return f"nn.{self.torch_class}({', '.join(args)})"
 
+    def torch_forward(self, module, args, a):
+        if a["padding"] != a["pad_end"]:     # PyTorch pools pad both ends alike: pad first (-inf for max)
+            value = ", value=float('-inf')" if self.name == "maxpool" else ""
+            return f"{module}(torch.nn.functional.pad({args[0]}, {torch_pad(a, value)}))"
+        return f"{module}({args[0]})"
+
     def onnx(self, em, n, ins, shapes):
         a = n.attrs
         ph, pw = a["padding"]
-        pads, ceil = [ph, pw, ph, pw], int(a["ceil"])
+        pads, ceil = [ph, pw, *a["pad_end"]], int(a["ceil"])
         extra = {"dilations": list(a["dilation"])} if a["dilation"] != (1, 1) else {}
         if self.onnx_type == "AveragePool":
             extra["count_include_pad"] = 1
@@ -97,7 +138,8 @@ class Pool(Op):
                 value = em.op("Pad", [ins[0], amounts, em.const(f"{n.name}.low", float("-inf"))],
                               f"{n.name}.padded", f"{n.name}.pad", mode="constant")
                 return em.op("MaxPool", [value], n.name, n.name, kernel_shape=list(a["kernel"]),
-                             strides=list(a["stride"]), pads=[0, 0, 0, 0], ceil_mode=0, **extra)
+                             strides=list(a["stride"]), pads=[0, 0, 0, 0], ceil_mode=0, doc_string=CEIL_DOC, **extra)
+            extra["doc_string"] = CEIL_DOC
         elif ceil:
             # Average pooling: PyTorch divides by the window clipped to the padded input. Pad with zeros
             # explicitly, then pool in floor mode with uncounted end padding that admits PyTorch's last window.
@@ -114,6 +156,8 @@ class Pool(Op):
 
     def spell(self, a):
         opts = [f"pad={spec_pair(a['padding'])}"] if a["padding"] != (0, 0) else []
+        if a["pad_end"] != a["padding"]:
+            opts.append(f"pad_end={spec_pair(a['pad_end'])}")
         if a["ceil"]:
             opts.append("ceil")
         if a.get("dilation", (1, 1)) != (1, 1):
@@ -210,6 +254,9 @@ class AdaptivePool(Op):
 # An adaptive pooling whose windows form one grid is written as a plain pooling with this note, so that cnndsl's
 # importer reads it back as the adaptive pooling it was (the arithmetic is the same either way).
 ADAPTIVE_DOC = "cnndsl: adaptive pooling"
+# A ceil-mode max pooling is written in floor mode with the end padding that gives PyTorch's windows, with this
+# note, so that cnndsl's importer reads it back in ceil mode (padding written at the two ends is read as it is).
+CEIL_DOC = "cnndsl: ceil mode"
 
 MAXPOOL, AVGPOOL = Pool("maxpool", "MaxPool2d", "MaxPool"), Pool("avgpool", "AvgPool2d", "AveragePool")
 ADAPTIVE_AVG = AdaptivePool("adaptive_avgpool", "AdaptiveAvgPool2d", "Average", "gap")
@@ -236,8 +283,10 @@ SPELLINGS = {
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
 EXAMPLES = {
     "maxpool": ("maxpool", "maxpool3/2", "maxpool3/2[pad=1, ceil]", "maxpool2x3/1x2", "maxpool3/1[dilation=2]",
-                "maxpool2x3/2[pad=1x0, ceil, dilation=2]"),
-    "avgpool": ("avgpool", "avgpool3/2[pad=1]", "avgpool3/2[ceil]", "avgpool3/2[pad=1, ceil]", "avgpool2x1/1"),
+                "maxpool2x3/2[pad=1x0, ceil, dilation=2]", "maxpool3/2[tfsame]", "maxpool2/2[pad=0x1, pad_end=1x0]",
+                "maxpool3/1[pad_end=2, dilation=2]"),
+    "avgpool": ("avgpool", "avgpool3/2[pad=1]", "avgpool3/2[ceil]", "avgpool3/2[pad=1, ceil]", "avgpool2x1/1",
+                "avgpool3/2[pad=0x2, pad_end=2x1]"),
     "adaptive_avgpool": ("gap", "adaptiveavgpool3", "adaptiveavgpool2x5", "adaptiveavgpool9x4 + conv1-2"),
     "adaptive_maxpool": ("gmp", "adaptivemaxpool3", "adaptivemaxpool4x2"),
 }
