@@ -22,7 +22,7 @@ from .. import limits
 from ..errors import CnnDslError, printable
 from ..files import NotRegularFile, open_regular, read_at_most
 from ..ir import Graph, make_node, verify
-from ..ir.ops import ACTIVATIONS, OPS, OpError, adaptive_window, fmt_shape, pool_out
+from ..ir.ops import ACTIVATIONS, IMPORTS, OPS, OpError, adaptive_window, fmt_shape, pool_out
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
@@ -50,13 +50,8 @@ OPSPEC: dict[str, tuple] = {
                               "strides")),
     "GlobalAveragePool": (1, 1, 1, ()),
     "GlobalMaxPool": (1, 1, 1, ()),
-    "BatchNormalization": (5, 5, 5, ("epsilon", "momentum", "training_mode", "spatial", "is_test") + _OLD),
-    "LRN": (1, 1, 1, ("alpha", "beta", "bias", "size")),
-    "Gelu": (1, 1, 1, ("approximate",)),
-    "Clip": (1, 3, 1, ("min", "max") + _OLD),
     "Add": (2, 2, 1, ("axis", "broadcast") + _OLD), "Sum": (1, None, 1, _OLD),
-    "Concat": (1, None, 1, ("axis",)), "Flatten": (1, 1, 1, ("axis",)), "Reshape": (2, 2, 1, ("allowzero",)),
-    "Softmax": (1, 1, 1, ("axis",)), "Dropout": (1, 3, 2, ("ratio", "seed", "is_test") + _OLD),
+    "Concat": (1, None, 1, ("axis",)), "Reshape": (2, 2, 1, ("allowzero",)),
     "Identity": (1, 1, 1, ()), "Constant": (0, 0, 1, ("value", "value_float", "value_floats", "value_int", "value_ints")),
     "Pad": (1, 4, 1, ("mode", "pads", "value")), "Slice": (3, 5, 1, ()),
     "ReduceMean": (1, 2, 1, ("axes", "keepdims", "noop_with_empty_axes")),
@@ -65,6 +60,11 @@ OPSPEC: dict[str, tuple] = {
     "Mul": (2, 2, 1, ("axis", "broadcast") + _OLD), "Div": (2, 2, 1, ("axis", "broadcast") + _OLD),
     "Erf": (1, 1, 1, ()),
 }
+
+# Node types read by the op modules themselves (each family's ONNX_IMPORTS, collected in cnndsl.ir.ops.IMPORTS)
+for _type, _import in IMPORTS.items():
+    assert _type not in OPSPEC, f"ONNX {_type} is read twice"
+    OPSPEC[_type] = (_import.inputs[0], _import.inputs[1], _import.outputs, tuple(_import.attrs))
 
 # Activations read back from one ONNX op each, as their op module declares (cnndsl.ir.ops.activation)
 ACTIVATION_IMPORTS = {op.onnx_type: op for op in ACTIVATIONS.values() if op.onnx_type}
@@ -647,7 +647,13 @@ class _Importer:
         a = self.attrs(node, schema)
         self.types(node, schema)
         try:
-            (getattr(self, "n_" + op, None) or self._activation)(node, a)
+            handler = getattr(self, "n_" + op, None)
+            if handler is not None:
+                handler(node, a)
+            elif op in IMPORTS:
+                IMPORTS[op].read(self, node, a)
+            else:
+                self._activation(node, a)
         except (CnnDslError, MemoryError, RecursionError):
             raise
         except Exception as e:  # the last line of defence: a malformed node no check above foresaw
@@ -672,21 +678,6 @@ class _Importer:
             self.consts[node.output[0]] = self.consts[node.input[0]]
         else:
             self.alias[node.output[0]] = self.src(node.input[0])
-
-    def n_Dropout(self, node, a):
-        src = self.data(node)
-        self.int_(node, a, "seed")
-        if self.int_(node, a, "is_test", 0 if self.opset < 7 else 1) == 0:
-            raise self.fail(f"{self.label(node)} runs in training mode (is_test=0)", "export the model in eval mode")
-        training = self.values(node, 2, "training_mode", rank=0)
-        if training is not None and bool(training):
-            raise self.fail(f"{self.label(node)} runs in training mode (its training_mode is true)",
-                            "export the model in eval mode")
-        ratio = self.scalar(node, 1, "ratio", rank=0)
-        if ratio is None:
-            ratio = self.float_(node, a, "ratio", 0.5, low=0.0, high=1.0)
-        p = self.real(node, "the dropout ratio", ratio, 0.0, 1.0, open_high=True)
-        self.add(node, "dropout", [src], {"p": p})
 
     def n_Conv(self, node, a):
         src = self.data(node)
@@ -993,48 +984,6 @@ class _Importer:
     def n_GlobalMaxPool(self, node, a):
         self.add(node, "adaptive_maxpool", [self.data(node)], {"output": (1, 1)})
 
-    def n_BatchNormalization(self, node, a):
-        src = self.data(node)
-        channels = self.shape[src][0]
-        for index, what in enumerate(("scale", "B", "mean", "var"), 1):
-            dims = self.dims(node, index, what)
-            if dims is None or dims != (channels,):
-                raise self.fail(f"{self.label(node)}: its {what} is {fmt_shape(dims) if dims else 'missing'}, "
-                                f"expected {channels} (one per channel)")
-        if self.int_(node, a, "spatial", 1) != 1:
-            raise self.fail(f"{self.label(node)} normalizes per activation (spatial=0); cnndsl's bn is per channel")
-        # training mode normalizes with the batch's own statistics (ONNX Runtime does so before opset 14
-        # whenever the running statistics are outputs too): not the inference bn cnndsl imports
-        if self.int_(node, a, "training_mode", 0, (0, 1)) or any(node.output[1:]):
-            raise self.fail(f"{self.label(node)} runs in training mode (it uses the batch's statistics)",
-                            "export the model in eval mode")
-        if self.int_(node, a, "is_test", 0 if self.opset < 7 else 1) == 0:
-            raise self.fail(f"{self.label(node)} runs in training mode (is_test=0)", "export the model in eval mode")
-        self.ints(node, a, "consumed_inputs", high=1 << 62)
-        eps = self.float_(node, a, "epsilon", 1e-5, 0.0, 1.0, open_low=True)
-        momentum = self.float_(node, a, "momentum", 0.9, 0.0, 1.0)
-        self.add(node, "bn", [src], {"eps": eps, "momentum": round(1.0 - momentum, 6)})
-
-    def n_LRN(self, node, a):
-        src = self.data(node)
-        size = self.int_(node, a, "size")
-        if size is None:
-            raise self.fail(f"{self.label(node)} has no size")
-        self.within(node, "size", (size,), 1, 4096)
-        # alpha and beta > 0 as ONNX Runtime requires; an even size, which only its CPU kernel refuses, is kept
-        attrs = {"size": size, "alpha": self.float_(node, a, "alpha", 1e-4, 0.0, 1e6, open_low=True),
-                 "beta": self.float_(node, a, "beta", 0.75, 0.0, 1e6, open_low=True),
-                 "k": self.float_(node, a, "bias", 1.0, 0.0, 1e6)}
-        self.add(node, "lrn", [src], attrs)
-
-    def n_Flatten(self, node, a):
-        src = self.data(node)
-        axis = self.int_(node, a, "axis", 1)
-        rank = len(self.shape[src]) + 1
-        if not -rank <= axis <= rank or (axis + rank if axis < 0 else axis) != 1:
-            raise self.fail(f"{self.label(node)} flattens from axis {axis}; cnndsl flattens from axis 1")
-        self.add(node, "flatten", [src], {})
-
     def n_Reshape(self, node, a):
         src = self.data(node)
         zero_is_zero = self.int_(node, a, "allowzero", 0, (0, 1))
@@ -1051,18 +1000,6 @@ class _Importer:
                                 "reshape to [0, -1] or [-1, features], or fix the batch at 1")
             return self.add(node, "flatten", [src], {})
         raise self.fail(f"{self.label(node)} to {self.shown(node, 1, values)} is not a flatten to N x features")
-
-    def n_Softmax(self, node, a):
-        src = self.data(node)
-        shape = self.shape[src]
-        rank = len(shape) + 1
-        axis = self.int_(node, a, "axis", -1 if self.opset >= 13 else 1)
-        if not -rank <= axis < rank:
-            raise self.fail(f"{self.label(node)}: axis {axis} is out of range for its rank-{rank} input")
-        # before opset 13, Softmax flattens from its axis: over channels only when nothing follows them
-        if axis % rank != 1 or (self.opset < 13 and math.prod(shape[1:]) != 1):
-            raise self.fail(f"{self.label(node)} over axis {axis}; cnndsl's softmax runs over channels")
-        self.add(node, "softmax", [src], {})
 
     def _activation(self, node, a):
         """An activation read from the one ONNX op its module names, with its options and fixed attributes."""
@@ -1141,12 +1078,6 @@ class _Importer:
         raise self.fail(f"{self.label(node)} multiplies values; cnndsl imports Mul only as part of silu, "
                         "hardswish, mish or gelu", f"cnndsl imports: {SUPPORTED}")
 
-    def n_Gelu(self, node, a):
-        if self.string(node, a, "approximate", "none", ("none", "tanh")) != "none":
-            raise self.fail(f"{self.label(node)} uses the tanh approximation; cnndsl's gelu is the exact one",
-                            "export with approximate='none'")
-        self.add(node, "gelu", [self.data(node)], {})
-
     # ------------------------------------------ uneven adaptive pooling --
     def _axis(self, node, value: int) -> int:
         if value not in (2, 3, -2, -1):
@@ -1214,20 +1145,6 @@ class _Importer:
         else:
             # named after the value it makes: the pooling's own name, not its last Concat's
             self.add(node, f"adaptive_{kind}pool", [src], {"output": (pooled[2], count)}, name=node.output[0])
-
-    def n_Clip(self, node, a):
-        src = self.data(node)
-        if len(node.input) > 1:
-            if "min" in a or "max" in a:
-                raise self.fail(f"{self.label(node)} gives its bounds both as inputs and as attributes")
-            low, high = self.scalar(node, 1, "min"), self.scalar(node, 2, "max")
-        else:
-            low = self.float_(node, a, "min", -math.inf) if "min" in a else None
-            high = self.float_(node, a, "max", math.inf) if "max" in a else None
-        if low != 0.0 or high != 6.0:
-            raise self.fail(f"{self.label(node)} is not a ReLU6 (clip to 0..6)")
-        self.add(node, "relu6", [src], {})
-
 
 def external_file(folder: str, location: str) -> tuple[str, int]:
     """(real path, size) of an external data file named by `location`, which must lie inside `folder` (a real

@@ -8,7 +8,7 @@ from typing import Callable
 
 from . import activation, conv, linear, merge, norm, pool, structure
 from .activation import ACTIVATIONS, NO_ACTIVATION  # noqa: F401  (the registry re-exports what lowering uses)
-from .base import (GLOBAL, LayerArgs, Op, OpError, adaptive_window, conv_out, fmt_shape, pool_out,  # noqa: F401
+from .base import (GLOBAL, LayerArgs, OnnxImport, Op, OpError, adaptive_window, conv_out, fmt_shape, pool_out,  # noqa: F401
                    sliding_window, widest_adaptive_window)
 
 FAMILIES = (structure, conv, linear, pool, norm, activation, merge)
@@ -17,7 +17,12 @@ OPS: dict[str, Op] = {}
 EXAMPLES: dict[str, tuple[str, ...]] = {}      # op name -> spec text the conformance harness builds
 # Surface spellings (lower case, '-' and '_' removed) -> builder of (op name, attributes).
 SPELLINGS: dict[str, Callable[[LayerArgs, tuple], tuple[str, dict]]] = {}
+# ONNX node type -> how the family that owns it reads it back (cnndsl.backends.from_onnx dispatches to it)
+IMPORTS: dict[str, OnnxImport] = {}
 for _family in FAMILIES:
+    for _type, _import in getattr(_family, "ONNX_IMPORTS", {}).items():
+        assert _type not in IMPORTS, f"ONNX {_type} is read by two families"
+        IMPORTS[_type] = _import
     for _op in _family.OPS:
         assert _op.name not in OPS, f"op {_op.name} is defined twice"
         OPS[_op.name] = _op

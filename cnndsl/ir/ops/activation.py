@@ -2,9 +2,11 @@
 `hardswish`, `hardsigmoid`, `mish`), and `none` for a weight layer without one: every facet of each."""
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Optional
 
-from .base import LayerArgs, Op, _no_sizes, _options, _real
+from .base import LayerArgs, Op, _no_sizes, _options, _real, OnnxImport
 
 NO_ACTIVATION = "none"      # the spelling that removes a weight layer's activation
 
@@ -134,3 +136,36 @@ SPELLINGS = {"none": _no_act, "identity": _no_act, "swish": _using(ACTIVATIONS["
 EXAMPLES = {name: (f"conv3-4 {name}", f"gap + fc5 {name}", f"{name} + conv1-2") for name in ACTIVATIONS}
 EXAMPLES["elu"] += ("conv1-3 elu[alpha=0.5]",)
 EXAMPLES["leakyrelu"] += ("conv1-3 leakyrelu[slope=0.2]",)
+
+
+# ------------------------------------------------------------- ONNX import --
+# Activations written as one ONNX op with options (Relu, Elu, LeakyRelu, ...) are declared above with
+# onnx_type and read by the importer's generic reader; these are the ones that need their own reading. The
+# forms older opsets write as several nodes (x * Sigmoid(x), the Erf form of gelu, ...) are pieced together in
+# cnndsl.backends.from_onnx.
+
+def _read_clip(imp, node, a):
+    src = imp.data(node)
+    if len(node.input) > 1:
+        if "min" in a or "max" in a:
+            raise imp.fail(f"{imp.label(node)} gives its bounds both as inputs and as attributes")
+        low, high = imp.scalar(node, 1, "min"), imp.scalar(node, 2, "max")
+    else:
+        low = imp.float_(node, a, "min", -math.inf) if "min" in a else None
+        high = imp.float_(node, a, "max", math.inf) if "max" in a else None
+    if low != 0.0 or high != 6.0:
+        raise imp.fail(f"{imp.label(node)} is not a ReLU6 (clip to 0..6)")
+    imp.add(node, "relu6", [src], {})
+
+
+def _read_gelu(imp, node, a):
+    if imp.string(node, a, "approximate", "none", ("none", "tanh")) != "none":
+        raise imp.fail(f"{imp.label(node)} uses the tanh approximation; cnndsl's gelu is the exact one",
+                       "export with approximate='none'")
+    imp.add(node, "gelu", [imp.data(node)], {})
+
+
+ONNX_IMPORTS = {
+    "Clip": OnnxImport((1, 3), 1, ("min", "max", "consumed_inputs"), _read_clip),
+    "Gelu": OnnxImport((1, 1), 1, ("approximate",), _read_gelu),
+}

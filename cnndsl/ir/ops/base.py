@@ -3,7 +3,7 @@ the window formulas (conv_out, pool_out, sliding_window, adaptive_window) and th
 from __future__ import annotations
 
 from math import gcd, isfinite
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from ... import limits
 
@@ -16,6 +16,19 @@ class OpError(Exception):
     def __init__(self, message: str, part: str = "word", hint: Optional[str] = None, kind: str = "value"):
         super().__init__(message)
         self.message, self.part, self.hint, self.kind = message, part, hint, kind
+
+
+class OnnxImport(NamedTuple):
+    """How an op family reads one ONNX node type back: its inputs (fewest, most or None), most outputs and the
+    attributes the reader reads (others are refused, as ONNX Runtime refuses unknown ones), and
+    `read(importer, node, attrs)`, which checks the node with the importer's helpers and adds IR nodes with
+    `importer.add` (cnndsl.backends.from_onnx documents them). Attributes of old opsets that change nothing
+    are listed too, so that they pass."""
+
+    inputs: tuple
+    outputs: int
+    attrs: tuple
+    read: Callable
 
 
 class LayerArgs(NamedTuple):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ... import limits
-from .base import LayerArgs, Op, OpError, _count, _no_sizes, _options, _real, _spatial
+from .base import LayerArgs, Op, OpError, _count, _no_sizes, _options, _real, _spatial, OnnxImport, fmt_shape
 
 
 class BatchNorm(Op):
@@ -125,3 +125,50 @@ SPELLINGS = {"bn": _bn, "batchnorm": _bn, "lrn": _lrn}
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
 EXAMPLES = {"bn": ("bn", "bn[eps=0.001, momentum=0.01]", "gap + fc4 bn"),
             "lrn": ("lrn", "lrn3[alpha=0.001, beta=0.5, k=1.5]", "lrn1")}   # ONNX Runtime runs odd sizes only
+
+
+# ------------------------------------------------------------- ONNX import --
+# `imp` is the importer (cnndsl.backends.from_onnx): its helpers check each input and attribute as ONNX Runtime
+# does and raise an import error that names the node.
+
+def _read_batch_norm(imp, node, a):
+    src = imp.data(node)
+    channels = imp.shape[src][0]
+    for index, what in enumerate(("scale", "B", "mean", "var"), 1):
+        dims = imp.dims(node, index, what)
+        if dims is None or dims != (channels,):
+            raise imp.fail(f"{imp.label(node)}: its {what} is {fmt_shape(dims) if dims else 'missing'}, "
+                            f"expected {channels} (one per channel)")
+    if imp.int_(node, a, "spatial", 1) != 1:
+        raise imp.fail(f"{imp.label(node)} normalizes per activation (spatial=0); cnndsl's bn is per channel")
+    # training mode normalizes with the batch's own statistics (ONNX Runtime does so before opset 14
+    # whenever the running statistics are outputs too): not the inference bn cnndsl imports
+    if imp.int_(node, a, "training_mode", 0, (0, 1)) or any(node.output[1:]):
+        raise imp.fail(f"{imp.label(node)} runs in training mode (it uses the batch's statistics)",
+                        "export the model in eval mode")
+    if imp.int_(node, a, "is_test", 0 if imp.opset < 7 else 1) == 0:
+        raise imp.fail(f"{imp.label(node)} runs in training mode (is_test=0)", "export the model in eval mode")
+    imp.ints(node, a, "consumed_inputs", high=1 << 62)
+    eps = imp.float_(node, a, "epsilon", 1e-5, 0.0, 1.0, open_low=True)
+    momentum = imp.float_(node, a, "momentum", 0.9, 0.0, 1.0)
+    imp.add(node, "bn", [src], {"eps": eps, "momentum": round(1.0 - momentum, 6)})
+
+
+def _read_lrn(imp, node, a):
+    src = imp.data(node)
+    size = imp.int_(node, a, "size")
+    if size is None:
+        raise imp.fail(f"{imp.label(node)} has no size")
+    imp.within(node, "size", (size,), 1, 4096)
+    # alpha and beta > 0 as ONNX Runtime requires; an even size, which only its CPU kernel refuses, is kept
+    attrs = {"size": size, "alpha": imp.float_(node, a, "alpha", 1e-4, 0.0, 1e6, open_low=True),
+             "beta": imp.float_(node, a, "beta", 0.75, 0.0, 1e6, open_low=True),
+             "k": imp.float_(node, a, "bias", 1.0, 0.0, 1e6)}
+    imp.add(node, "lrn", [src], attrs)
+
+
+ONNX_IMPORTS = {
+    "BatchNormalization": OnnxImport((5, 5), 5, ("epsilon", "momentum", "training_mode", "spatial", "is_test",
+                                                 "consumed_inputs"), _read_batch_norm),
+    "LRN": OnnxImport((1, 1), 1, ("alpha", "beta", "bias", "size"), _read_lrn),
+}

@@ -1,9 +1,11 @@
 """Ops that move or drop values: the graph's input, dropout, flatten and softmax."""
 from __future__ import annotations
 
+import math
+
 from math import prod
 
-from .base import LayerArgs, Op, OpError, whole_map, _no_sizes, _options, _real
+from .base import LayerArgs, Op, OpError, whole_map, _no_sizes, _options, _real, OnnxImport
 
 
 class Input(Op):
@@ -97,3 +99,52 @@ SPELLINGS = {"dropout": _dropout, "drop": _dropout, "flatten": _plain(FLATTEN), 
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
 EXAMPLES = {"input": ("conv1-2",), "dropout": ("dropout", "dropout0.3", "gap + dropout[p=0.1] + fc3"),
             "flatten": ("flatten", "conv1-2 + flatten + fc3"), "softmax": ("gap + fc4 | softmax",)}
+
+
+# ------------------------------------------------------------- ONNX import --
+# `imp` is the importer (cnndsl.backends.from_onnx); Reshape to N x features is read there, with the
+# graph's plumbing (Constant, Identity).
+
+def _read_dropout(imp, node, a):
+    src = imp.data(node)
+    imp.int_(node, a, "seed")
+    if imp.int_(node, a, "is_test", 0 if imp.opset < 7 else 1) == 0:
+        raise imp.fail(f"{imp.label(node)} runs in training mode (is_test=0)", "export the model in eval mode")
+    training = imp.values(node, 2, "training_mode", rank=0)
+    if training is not None and bool(training):
+        raise imp.fail(f"{imp.label(node)} runs in training mode (its training_mode is true)",
+                        "export the model in eval mode")
+    ratio = imp.scalar(node, 1, "ratio", rank=0)
+    if ratio is None:
+        ratio = imp.float_(node, a, "ratio", 0.5, low=0.0, high=1.0)
+    p = imp.real(node, "the dropout ratio", ratio, 0.0, 1.0, open_high=True)
+    imp.add(node, "dropout", [src], {"p": p})
+
+
+def _read_flatten(imp, node, a):
+    src = imp.data(node)
+    axis = imp.int_(node, a, "axis", 1)
+    rank = len(imp.shape[src]) + 1
+    if not -rank <= axis <= rank or (axis + rank if axis < 0 else axis) != 1:
+        raise imp.fail(f"{imp.label(node)} flattens from axis {axis}; cnndsl flattens from axis 1")
+    imp.add(node, "flatten", [src], {})
+
+
+def _read_softmax(imp, node, a):
+    src = imp.data(node)
+    shape = imp.shape[src]
+    rank = len(shape) + 1
+    axis = imp.int_(node, a, "axis", -1 if imp.opset >= 13 else 1)
+    if not -rank <= axis < rank:
+        raise imp.fail(f"{imp.label(node)}: axis {axis} is out of range for its rank-{rank} input")
+    # before opset 13, Softmax flattens from its axis: over channels only when nothing follows them
+    if axis % rank != 1 or (imp.opset < 13 and math.prod(shape[1:]) != 1):
+        raise imp.fail(f"{imp.label(node)} over axis {axis}; cnndsl's softmax runs over channels")
+    imp.add(node, "softmax", [src], {})
+
+
+ONNX_IMPORTS = {
+    "Dropout": OnnxImport((1, 3), 2, ("ratio", "seed", "is_test", "consumed_inputs"), _read_dropout),
+    "Flatten": OnnxImport((1, 1), 1, ("axis",), _read_flatten),
+    "Softmax": OnnxImport((1, 1), 1, ("axis",), _read_softmax),
+}
