@@ -370,7 +370,7 @@ class _Lowering:
             if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
                 got = "none" if v is None else _show(v)
                 raise self.error(ValueError_, f"{name}() needs numbers, got {got}", a.value.span, f"write {sig}")
-            if abs(v) > limits.MAX_MAGNITUDE and name not in ("min", "max"):
+            if abs(v) > limits.MAX_MAGNITUDE:
                 raise self.error(LimitError, f"{name}() of a number beyond {limits.MAX_MAGNITUDE:.0e} in size",
                                  a.value.span, f"values may be at most {limits.MAX_MAGNITUDE:.0e} in size")
         if name in ("min", "max"):
@@ -472,8 +472,15 @@ class _Lowering:
                 return self.call(A.Call(node.word, (), node.span, node.word_span), cur, label, label_span)
             known = list(SPELLINGS) + list(self.blocks)
             close = _close(word, known, n=1, cutoff=0.6)
+            digits = re.match(r"([A-Za-z_-]+)([0-9].*)", node.word)
+            if digits and not (close and close[0] in self.blocks):    # `maxpol3`, `convv3-8`: the word, then digits
+                near = _close(node.word, list(self.blocks), n=1, cutoff=0.5) or \
+                    [c + digits.group(2) for c in _close(normalize_word(digits.group(1)), list(SPELLINGS), n=1)]
+                close = near
             hint = f"did you mean '{close[0]}'?" if close else \
                 "layers include conv3-64, fc4096, maxpool, avgpool, gap, bn, lrn, dropout, relu, softmax"
+            if digits and not close:
+                hint = f"no layer or block is named so; define the block first: block {node.word} = ..."
             if word in ("x", "\u00d7") and node.lead is not None:
                 hint = "a repeat count is a whole number: x2, x 2 or x{expr}"
             elif word in MERGES:
@@ -670,6 +677,12 @@ class _Lowering:
             if a.name is None and not (isinstance(v, A.Var) and v.name not in self.env and v.name not in self.params):
                 if first_named is not None:
                     what = "flag" if first_named.name is None else "keyword argument"
+                    close = _close(first_named.value.name, list(self.env) + list(self.params), n=1) \
+                        if first_named.name is None else None
+                    if close:        # `conv(kernal, 8)`: a misspelt parameter reads as a flag
+                        raise self.error(NameError_, f"unknown name '{first_named.value.name}'", first_named.span,
+                                         f"did you mean the parameter '{close[0]}'? a bare name in "
+                                         f"{node.name}(...) that is not a parameter is a flag")
                     raise self.error(ValueError_, f"positional argument after a {what}", a.span,
                                      f"write the sizes first: {node.name}(kernel, channels, stride, options...)")
                 positional.append(self.value(v))

@@ -550,6 +550,10 @@ def parse(text: str) -> Spec:
         hint = f"expected {_friendly(e.expected)}"
         if tok.type in ("INT", "DIMS") and e.token_history and e.token_history[-1].type == "WORD":
             hint += "; layer sizes come right after the layer name, as in conv3-64"
+        before = re.search(r"[A-Za-z_-]+\Z", text[max(0, tok.start_pos - limits.MAX_NAME_CHARS):tok.start_pos])
+        if tok.type in ("INT", "DIMS", "FLOAT") and before and _layer_word(before.group()):
+            hint = (f"'{before.group()}{tok}' reads as the layer {before.group()} with the size {tok}: names may "
+                    "hold digits, but not right after a layer's word")
         raise SyntaxError_(f"unexpected {what} {str(tok)!r}", tok_span(tok), hint) from None
     except UnexpectedEOF as e:
         raise SyntaxError_("unexpected end of input", _offset_span(text, max(0, len(text) - 1)),
