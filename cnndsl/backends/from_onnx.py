@@ -22,7 +22,7 @@ from .. import limits
 from ..errors import CnnDslError, printable
 from ..files import NotRegularFile, open_regular, read_at_most
 from ..ir import Graph, make_node, verify
-from ..ir.ops import ACTIVATIONS, IMPORTS, OPS, OpError, adaptive_window, fmt_shape, pool_out
+from ..ir.ops import ACTIVATIONS, IMPORTS, OPS, OpError, adaptive_window, fmt_shape
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
@@ -42,14 +42,6 @@ SHOWN = 60                   # characters of a name from the file shown in a mes
 # this importer does not read could change the layer). Attributes of old opsets that change nothing here pass.
 _OLD = ("consumed_inputs",)
 OPSPEC: dict[str, tuple] = {
-    "Conv": (2, 3, 1, ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")),
-    "Gemm": (2, 3, 1, ("alpha", "beta", "transA", "transB", "broadcast")),
-    "MatMul": (2, 2, 1, ()),
-    "MaxPool": (1, 1, 2, ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides")),
-    "AveragePool": (1, 1, 1, ("auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads",
-                              "strides")),
-    "GlobalAveragePool": (1, 1, 1, ()),
-    "GlobalMaxPool": (1, 1, 1, ()),
     "Add": (2, 2, 1, ("axis", "broadcast") + _OLD), "Sum": (1, None, 1, _OLD),
     "Concat": (1, None, 1, ("axis",)), "Reshape": (2, 2, 1, ("allowzero",)),
     "Identity": (1, 1, 1, ()), "Constant": (0, 0, 1, ("value", "value_float", "value_floats", "value_int", "value_ints")),
@@ -193,6 +185,9 @@ class _Importer:
         self.made: dict[str, str] = {}         # IR node -> the ONNX value it was made as (for folding a bias)
 
     # ------------------------------------------------------------ helpers --
+    text = staticmethod(lambda value: _text(value))       # a string from the file, as text
+    show = staticmethod(lambda value: _show(value))       # a name from the file, escaped and shortened for a message
+
     def fail(self, message: str, hint: Optional[str] = None):
         return ImportError_(message, hint=hint).attach(None, self.path)
 
@@ -679,39 +674,6 @@ class _Importer:
         else:
             self.alias[node.output[0]] = self.src(node.input[0])
 
-    def n_Conv(self, node, a):
-        src = self.data(node)
-        c, h, w = self.spatial(node, src)
-        weight = self.dims(node, 1, "weight", required=True)
-        if len(weight) != 4:
-            raise self.fail(f"{self.label(node)} has a rank-{len(weight)} weight; cnndsl imports 2-D convolutions "
-                            "(a rank-4 weight)")
-        out, per_group, kh, kw = weight
-        kernel = self.ints(node, a, "kernel_shape", (kh, kw), length=2)
-        if kernel != (kh, kw):
-            raise self.fail(f"{self.label(node)}: kernel_shape {fmt_shape(kernel)} disagrees with its "
-                            f"{fmt_shape(weight)} weight")
-        self.within(node, "the kernel", kernel, 1)
-        strides = self.ints(node, a, "strides", (1, 1), length=2, low=1)
-        dil = self.ints(node, a, "dilations", (1, 1), length=2, low=1)
-        groups = self.int_(node, a, "group", 1)
-        self.within(node, "group", (groups,), 1, limits.MAX_DIM)
-        self.within(node, "the output channel count", (out,), 1, limits.MAX_DIM)
-        if per_group * groups != c:
-            raise self.fail(f"{self.label(node)}: its {fmt_shape(weight)} weight with group={groups} takes "
-                            f"{per_group * groups:,} input channels, but its input has {c:,}")
-        if out % groups:
-            raise self.fail(f"{self.label(node)}: group={groups} does not divide its {out:,} output channels")
-        bias = self.dims(node, 2, "bias")
-        if bias is not None and bias != (out,):
-            raise self.fail(f"{self.label(node)}: its bias is {fmt_shape(bias)}, expected {out} (one per output channel)")
-        begin, end = self.spatial_pads(node, a, kernel, strides, dil, (c, h, w))
-        self.within(node, "the padding", begin + end, 0)
-        attrs = {"out": out, "kernel": kernel, "stride": strides, "padding": tuple(begin), "pad_end": tuple(end),
-                 "dilation": dil,
-                 "groups": groups, "bias": bias is not None}
-        self.add(node, "conv", [src], attrs)
-
     def spatial_pads(self, node, a: dict, kernel, strides, dilations, in_shape, pool: bool = False):
         auto = self.string(node, a, "auto_pad", "NOTSET", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"))
         pads = self.ints(node, a, "pads", None, length=4, low=0)
@@ -734,38 +696,6 @@ class _Importer:
             return begin, end
         pads = list(pads or (0, 0, 0, 0))
         return pads[:2], pads[2:]
-
-    def _linear(self, node, src: str, weight: tuple, transposed: bool) -> int:
-        features = self.vector(node, src)
-        if len(weight) != 2:
-            raise self.fail(f"{self.label(node)} has a rank-{len(weight)} weight; a linear layer's is rank 2")
-        inner, out = (weight[1], weight[0]) if transposed else weight
-        if inner != features:
-            raise self.fail(f"{self.label(node)}: its {fmt_shape(weight)} weight{' (transposed)' if transposed else ''} "
-                            f"takes {inner:,} input features, but its input has {features:,}")
-        self.within(node, "the output width", (out,), 1, limits.MAX_DIM)
-        return out
-
-    def n_Gemm(self, node, a):
-        src = self.data(node)
-        trans_a = self.int_(node, a, "transA", 0, (0, 1))
-        trans_b = self.int_(node, a, "transB", 0, (0, 1))
-        self.int_(node, a, "broadcast")
-        alpha = self.float_(node, a, "alpha", 1.0)
-        beta = self.float_(node, a, "beta", 1.0)
-        if trans_a or alpha != 1.0 or beta != 1.0:
-            raise self.fail(f"{self.label(node)} with transA/alpha/beta is not a plain linear layer")
-        out = self._linear(node, src, self.dims(node, 1, "weight", required=True), bool(trans_b))
-        bias = self.dims(node, 2, "bias")
-        if bias is not None and bias not in ((out,), (1, out)):
-            raise self.fail(f"{self.label(node)}: its bias is {fmt_shape(bias)}; cnndsl imports a bias of one value "
-                            f"per output ({out})")
-        self.add(node, "fc", [src], {"out": out, "bias": bias is not None})
-
-    def n_MatMul(self, node, a):
-        src = self.data(node)
-        out = self._linear(node, src, self.dims(node, 1, "weight", required=True), False)
-        self.add(node, "fc", [src], {"out": out, "bias": False})
 
     def n_Add(self, node, a):
         self.int_(node, a, "axis")
@@ -847,142 +777,6 @@ class _Importer:
         self.within(node, "the padding", pads, 0)
         self.spatial(node, src)
         self.pads[node.output[0]] = (src, tuple(pads[2:4]), tuple(pads[6:8]), value)
-
-    def _pool(self, node, a, op):
-        padded = self.pads.pop(node.input[0], None)
-        if padded and (padded[3] == 0.0) != (op == "avgpool"):
-            if op == "maxpool":
-                raise self.fail(f"{self.label(node)} pools a zero-padded value ({_show(node.input[0])}); max "
-                                "pooling pads with -inf, so cnndsl cannot fold the zeros into it",
-                                "cnndsl imports a zero Pad only as the padding of the AveragePool after it")
-            raise self.fail(f"{self.label(node)} averages a value padded with -inf ({_show(node.input[0])})",
-                            "cnndsl imports a -inf Pad only as the padding of the MaxPool after it")
-        src, extra, extra_end = padded[:3] if padded else (self.data(node), (0, 0), (0, 0))
-        n_in = self.spatial(node, src)
-        if "kernel_shape" not in a:
-            raise self.fail(f"{self.label(node)} has no kernel_shape")
-        kernel = self.ints(node, a, "kernel_shape", length=2, low=1)
-        strides = self.ints(node, a, "strides", (1, 1), length=2, low=1)
-        dil = self.ints(node, a, "dilations", (1, 1), length=2, low=1)
-        ceil = bool(self.int_(node, a, "ceil_mode", 0, (0, 1)))
-        self.int_(node, a, "storage_order", 0, (0, 1))
-        counted = self.int_(node, a, "count_include_pad", 0, (0, 1))
-        if op == "avgpool" and dil != (1, 1):
-            raise self.fail(f"{self.label(node)} has dilations {fmt_shape(dil)}; cnndsl's average pooling has none")
-        begin, end = self.spatial_pads(node, a, kernel, strides, dil,
-                                       (n_in[0], n_in[1] + extra[0] + extra_end[0], n_in[2] + extra[1] + extra_end[1]),
-                                       pool=True)
-        for i in (0, 1):
-            if max(begin[i], end[i]) >= kernel[i]:
-                raise self.fail(f"{self.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
-                                f"kernel {kernel[i]}")
-        if op == "avgpool" and not counted and not ceil and not any(begin) and any(end) and \
-                tuple(extra) == tuple(extra_end) and all(2 * extra[i] <= kernel[i] for i in (0, 1)):
-            # PyTorch's ceil-mode average pooling as cnndsl writes it: zeros padded explicitly (counted, being
-            # real values), then end padding that admits ceil mode's last window and is left out of its
-            # divisor, which is then the window clipped to the padded input: PyTorch's divisor exactly
-            want = [(n_in[1 + i] + 2 * extra[i] + end[i] - kernel[i]) // strides[i] + 1 for i in (0, 1)]
-            if want == [pool_out(n_in[1 + i], kernel[i], strides[i], extra[i], 1, True) for i in (0, 1)]:
-                return self.add(node, op, [src], {"kernel": kernel, "stride": strides, "padding": tuple(extra),
-                                                  "pad_end": tuple(extra), "ceil": True, "dilation": (1, 1)})
-        # cnndsl's avgpool divides by the whole window, padding included (PyTorch's count_include_pad=True);
-        # zeros from a Pad before it are real values to ONNX, so only the pooling's own padding matters here
-        if op == "avgpool" and not counted and any(begin + end):
-            raise self.fail(f"{self.label(node)} leaves its padding out of the average (count_include_pad=0, "
-                            "the ONNX default); cnndsl's average pooling counts it",
-                            "export with count_include_pad=True, or pool without padding")
-        # the output ONNX computes, then the IR pooling (symmetric padding, ceil or not) that gives it
-        want = []
-        for i in (0, 1):
-            n = n_in[1 + i] + extra[i] + extra_end[i]
-            span = n + begin[i] + end[i] - dil[i] * (kernel[i] - 1) - 1
-            want.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
-        if min(want) < 1:
-            raise self.fail(f"{self.label(node)} shrinks its {n_in[1]}x{n_in[2]} input below 1x1")
-        padding = tuple(extra[i] + begin[i] for i in (0, 1))
-        padding_end = tuple(extra_end[i] + end[i] for i in (0, 1))
-        # the IR pooling that gives ONNX's windows: in floor mode, the padding as it is at each end (unless cnndsl
-        # noted that it wrote a ceil-mode pooling this way); in ceil mode, symmetric padding where PyTorch's rule
-        # allows it (a window is never more than half padding), else as it is, reaching ceil mode's last window
-        from ..ir.ops.pool import CEIL_DOC
-        direct = not ceil and _text(node.doc_string) != CEIL_DOC and all(
-            max(padding[i], padding_end[i]) < kernel[i] for i in (0, 1)) and (
-            padding != padding_end or all(2 * padding[i] <= kernel[i] for i in (0, 1)))
-        if not direct and all(2 * padding[i] <= kernel[i] for i in (0, 1)):
-            for mode in (False, True):
-                got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], mode) for i in (0, 1)]
-                if got != want:
-                    continue
-                # an average divides by its window clipped to the padded input: the IR's padding is `padding`
-                # at both ends, so the last window must not reach past the shorter of the two end paddings
-                if op == "avgpool" and any(
-                        begin[i] != end[i] and (want[i] - 1) * strides[i] - begin[i] + kernel[i]
-                        > n_in[1 + i] + extra[i] + extra_end[i] + min(begin[i], end[i]) for i in (0, 1)):
-                    continue
-                attrs = {"kernel": kernel, "stride": strides, "padding": padding, "pad_end": padding, "ceil": mode,
-                         "dilation": dil}
-                return self.add(node, op, [src], attrs)
-        def half_rule():
-            for i in (0, 1):
-                if 2 * padding[i] > kernel[i]:     # PyTorch's rule, and the spec's: a window is never all padding
-                    raise self.fail(f"{self.label(node)}: its padding {padding[i]}"
-                                    f"{' (with the Pad before it)' if extra[i] else ''} is more than half its kernel "
-                                    f"{kernel[i]}, which PyTorch pooling cannot express")
-        if padding == padding_end:
-            half_rule()
-        if ceil and padded:
-            raise self.fail(f"{self.label(node)} pools a padded value in ceil mode in a way PyTorch pooling cannot "
-                            "express")
-        if ceil:     # ceil mode's last window, partly past the end padding: the IR's end padding reaches it
-            padding_end = tuple(max(padding_end[i], (want[i] - 1) * strides[i] + dil[i] * (kernel[i] - 1) + 1
-                                    - n_in[1 + i] - padding[i]) for i in (0, 1))
-            if op == "avgpool" and padding_end != tuple(extra_end[i] + end[i] for i in (0, 1)):
-                raise self.fail(f"{self.label(node)}: its last window in ceil mode reaches past its padding, so "
-                                "its average there differs from cnndsl's")
-        if padding == padding_end:
-            half_rule()
-        for i in (0, 1):
-            if max(padding[i], padding_end[i]) >= kernel[i]:
-                raise self.fail(f"{self.label(node)}: its padding {max(padding[i], padding_end[i])}"
-                                f"{' (with the Pad before it)' if extra[i] or extra_end[i] else ''} is not smaller "
-                                f"than its kernel {kernel[i]}")
-        attrs = {"kernel": kernel, "stride": strides, "padding": padding, "pad_end": padding_end, "ceil": False,
-                 "dilation": dil}
-        got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], False, padding_end[i])
-               for i in (0, 1)]
-        if got != want:
-            raise self.fail(f"{self.label(node)} pads in a way cnndsl's pooling cannot express")
-        return self.add(node, op, [src], attrs)
-
-    def n_MaxPool(self, node, a):
-        if len(node.output) > 1 and node.output[1]:
-            raise self.fail(f"{self.label(node)} also returns indices")
-        self._adaptive_grid(node, a, "maxpool") or self._pool(node, a, "maxpool")
-
-    def n_AveragePool(self, node, a):
-        self._adaptive_grid(node, a, "avgpool") or self._pool(node, a, "avgpool")
-
-    def _adaptive_grid(self, node, a, op) -> Optional[str]:
-        """An adaptive pooling cnndsl wrote as a plain one (its note, and windows k = n / output with nothing
-        else set): read back as the adaptive pooling. Anything else, note or not, is an ordinary pooling."""
-        from ..ir.ops.pool import ADAPTIVE_DOC
-        if _text(node.doc_string) != ADAPTIVE_DOC or set(a) - {"kernel_shape", "strides"} or \
-                node.input[0] in self.pads or "kernel_shape" not in a:
-            return None
-        kernel = self.ints(node, a, "kernel_shape", length=2, low=1)
-        if self.ints(node, a, "strides", (1, 1), length=2, low=1) != kernel:
-            return None
-        src = self.data(node)
-        _, h, w = self.spatial(node, src)
-        if h % kernel[0] or w % kernel[1]:
-            return None
-        return self.add(node, f"adaptive_{op}", [src], {"output": (h // kernel[0], w // kernel[1])})
-
-    def n_GlobalAveragePool(self, node, a):
-        self.add(node, "adaptive_avgpool", [self.data(node)], {"output": (1, 1)})
-
-    def n_GlobalMaxPool(self, node, a):
-        self.add(node, "adaptive_maxpool", [self.data(node)], {"output": (1, 1)})
 
     def n_Reshape(self, node, a):
         src = self.data(node)

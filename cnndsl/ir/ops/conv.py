@@ -4,7 +4,7 @@ from __future__ import annotations
 from math import prod
 
 from ... import limits
-from .base import (stride_option, LayerArgs, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
+from .base import (stride_option, LayerArgs, OnnxImport, Op, OpError, _bool, _check_size, _count, _options, _pair, _spatial, conv_out,
                    fmt_shape, sliding_window, spec_pair, tf_same, torch_pad, torch_pair)
 
 
@@ -224,3 +224,44 @@ EXAMPLES = {"conv": ("conv3-4", "conv3x1-4/2[pad=0x1]", "conv3-4[dilation=2, nob
                      "dwconv3", "dwconv3-6/2", "conv3-6[groups=3, pad=2]", "conv1-4[bias] bn",
                      "conv2-4[same]", "conv3-4/2[tfsame]", "dwconv5/2[tfsame]", "conv4x2-3/2[same, dilation=2x1]",
                      "conv3-4[pad=0x1, pad_end=2x0]", "conv1x3-2/3[pad_end=0x2]")}
+
+
+# ------------------------------------------------------------- ONNX import --
+# `imp` is the importer (cnndsl.backends.from_onnx); imp.spatial_pads resolves ONNX's auto_pad and pads.
+
+def _read_conv(imp, node, a):
+    src = imp.data(node)
+    c, h, w = imp.spatial(node, src)
+    weight = imp.dims(node, 1, "weight", required=True)
+    if len(weight) != 4:
+        raise imp.fail(f"{imp.label(node)} has a rank-{len(weight)} weight; cnndsl imports 2-D convolutions "
+                        "(a rank-4 weight)")
+    out, per_group, kh, kw = weight
+    kernel = imp.ints(node, a, "kernel_shape", (kh, kw), length=2)
+    if kernel != (kh, kw):
+        raise imp.fail(f"{imp.label(node)}: kernel_shape {fmt_shape(kernel)} disagrees with its "
+                        f"{fmt_shape(weight)} weight")
+    imp.within(node, "the kernel", kernel, 1)
+    strides = imp.ints(node, a, "strides", (1, 1), length=2, low=1)
+    dil = imp.ints(node, a, "dilations", (1, 1), length=2, low=1)
+    groups = imp.int_(node, a, "group", 1)
+    imp.within(node, "group", (groups,), 1, limits.MAX_DIM)
+    imp.within(node, "the output channel count", (out,), 1, limits.MAX_DIM)
+    if per_group * groups != c:
+        raise imp.fail(f"{imp.label(node)}: its {fmt_shape(weight)} weight with group={groups} takes "
+                        f"{per_group * groups:,} input channels, but its input has {c:,}")
+    if out % groups:
+        raise imp.fail(f"{imp.label(node)}: group={groups} does not divide its {out:,} output channels")
+    bias = imp.dims(node, 2, "bias")
+    if bias is not None and bias != (out,):
+        raise imp.fail(f"{imp.label(node)}: its bias is {fmt_shape(bias)}, expected {out} (one per output channel)")
+    begin, end = imp.spatial_pads(node, a, kernel, strides, dil, (c, h, w))
+    imp.within(node, "the padding", begin + end, 0)
+    attrs = {"out": out, "kernel": kernel, "stride": strides, "padding": tuple(begin), "pad_end": tuple(end),
+             "dilation": dil,
+             "groups": groups, "bias": bias is not None}
+    imp.add(node, "conv", [src], attrs)
+
+
+ONNX_IMPORTS = {"Conv": OnnxImport((2, 3), 1, ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
+                                   _read_conv)}

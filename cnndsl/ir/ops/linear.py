@@ -1,7 +1,8 @@
 """Fully connected layers (`fcN`, `FC-N`, `linearN`, `denseN`): every facet of the op."""
 from __future__ import annotations
 
-from .base import GLOBAL, LayerArgs, Op, OpError, _bool, _count, _options, fmt_shape
+from ... import limits
+from .base import GLOBAL, LayerArgs, OnnxImport, Op, OpError, _bool, _count, _options, fmt_shape
 
 
 class FC(Op):
@@ -84,3 +85,46 @@ SPELLINGS = {"fc": _fc, "dense": _fc, "fullyconnected": _fc, "linear": _fc}
 
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
 EXAMPLES = {"fc": ("fc5", "flatten + fc4[nobias]", "gap + fc6 + fc3", "fc4 bn")}
+
+
+# ------------------------------------------------------------- ONNX import --
+# `imp` is the importer (cnndsl.backends.from_onnx). A MatMul's bias, written as an Add after it, is folded
+# into the fc by the importer's Add reader.
+
+def _read_weight(imp, node, src: str, weight: tuple, transposed: bool) -> int:
+    features = imp.vector(node, src)
+    if len(weight) != 2:
+        raise imp.fail(f"{imp.label(node)} has a rank-{len(weight)} weight; a linear layer's is rank 2")
+    inner, out = (weight[1], weight[0]) if transposed else weight
+    if inner != features:
+        raise imp.fail(f"{imp.label(node)}: its {fmt_shape(weight)} weight{' (transposed)' if transposed else ''} "
+                        f"takes {inner:,} input features, but its input has {features:,}")
+    imp.within(node, "the output width", (out,), 1, limits.MAX_DIM)
+    return out
+
+
+def _read_gemm(imp, node, a):
+    src = imp.data(node)
+    trans_a = imp.int_(node, a, "transA", 0, (0, 1))
+    trans_b = imp.int_(node, a, "transB", 0, (0, 1))
+    imp.int_(node, a, "broadcast")
+    alpha = imp.float_(node, a, "alpha", 1.0)
+    beta = imp.float_(node, a, "beta", 1.0)
+    if trans_a or alpha != 1.0 or beta != 1.0:
+        raise imp.fail(f"{imp.label(node)} with transA/alpha/beta is not a plain linear layer")
+    out = _read_weight(imp, node, src, imp.dims(node, 1, "weight", required=True), bool(trans_b))
+    bias = imp.dims(node, 2, "bias")
+    if bias is not None and bias not in ((out,), (1, out)):
+        raise imp.fail(f"{imp.label(node)}: its bias is {fmt_shape(bias)}; cnndsl imports a bias of one value "
+                        f"per output ({out})")
+    imp.add(node, "fc", [src], {"out": out, "bias": bias is not None})
+
+
+def _read_matmul(imp, node, a):
+    src = imp.data(node)
+    out = _read_weight(imp, node, src, imp.dims(node, 1, "weight", required=True), False)
+    imp.add(node, "fc", [src], {"out": out, "bias": False})
+
+
+ONNX_IMPORTS = {"Gemm": OnnxImport((2, 3), 1, ("alpha", "beta", "transA", "transB", "broadcast"), _read_gemm),
+                "MatMul": OnnxImport((2, 2), 1, (), _read_matmul)}

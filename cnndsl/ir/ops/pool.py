@@ -2,9 +2,11 @@
 `gmp`): every facet of the ops."""
 from __future__ import annotations
 
+from typing import Optional
+
 from ... import limits
 from ...errors import OnnxExportError
-from .base import (stride_option, GLOBAL, LayerArgs, Op, OpError, _bool, _check_size, _no_sizes, _options, _pair, _spatial,
+from .base import (stride_option, GLOBAL, LayerArgs, OnnxImport, Op, OpError, _bool, _check_size, _no_sizes, _options, _pair, _spatial,
                    adaptive_window, fmt_shape, pool_out, sliding_window, spec_pair, tf_same, torch_pad, torch_pair,
                    widest_adaptive_window)
 
@@ -289,4 +291,158 @@ EXAMPLES = {
                 "avgpool3/2[pad=0x2, pad_end=2x1]"),
     "adaptive_avgpool": ("gap", "adaptiveavgpool3", "adaptiveavgpool2x5", "adaptiveavgpool9x4 + conv1-2"),
     "adaptive_maxpool": ("gmp", "adaptivemaxpool3", "adaptivemaxpool4x2"),
+}
+
+
+# ------------------------------------------------------------- ONNX import --
+# `imp` is the importer (cnndsl.backends.from_onnx): its helpers check each input and attribute as ONNX Runtime
+# does and raise an import error that names the node. A Pad before a pooling is held by the importer (imp.pads)
+# until the pooling reads it as its own padding.
+
+def _read_pool(imp, node, a, op):
+    padded = imp.pads.pop(node.input[0], None)
+    if padded and (padded[3] == 0.0) != (op == "avgpool"):
+        if op == "maxpool":
+            raise imp.fail(f"{imp.label(node)} pools a zero-padded value ({imp.show(node.input[0])}); max "
+                            "pooling pads with -inf, so cnndsl cannot fold the zeros into it",
+                            "cnndsl imports a zero Pad only as the padding of the AveragePool after it")
+        raise imp.fail(f"{imp.label(node)} averages a value padded with -inf ({imp.show(node.input[0])})",
+                        "cnndsl imports a -inf Pad only as the padding of the MaxPool after it")
+    src, extra, extra_end = padded[:3] if padded else (imp.data(node), (0, 0), (0, 0))
+    n_in = imp.spatial(node, src)
+    if "kernel_shape" not in a:
+        raise imp.fail(f"{imp.label(node)} has no kernel_shape")
+    kernel = imp.ints(node, a, "kernel_shape", length=2, low=1)
+    strides = imp.ints(node, a, "strides", (1, 1), length=2, low=1)
+    dil = imp.ints(node, a, "dilations", (1, 1), length=2, low=1)
+    ceil = bool(imp.int_(node, a, "ceil_mode", 0, (0, 1)))
+    imp.int_(node, a, "storage_order", 0, (0, 1))
+    counted = imp.int_(node, a, "count_include_pad", 0, (0, 1))
+    if op == "avgpool" and dil != (1, 1):
+        raise imp.fail(f"{imp.label(node)} has dilations {fmt_shape(dil)}; cnndsl's average pooling has none")
+    begin, end = imp.spatial_pads(node, a, kernel, strides, dil,
+                                   (n_in[0], n_in[1] + extra[0] + extra_end[0], n_in[2] + extra[1] + extra_end[1]),
+                                   pool=True)
+    for i in (0, 1):
+        if max(begin[i], end[i]) >= kernel[i]:
+            raise imp.fail(f"{imp.label(node)}: its padding {max(begin[i], end[i])} is not smaller than its "
+                            f"kernel {kernel[i]}")
+    if op == "avgpool" and not counted and not ceil and not any(begin) and any(end) and \
+            tuple(extra) == tuple(extra_end) and all(2 * extra[i] <= kernel[i] for i in (0, 1)):
+        # PyTorch's ceil-mode average pooling as cnndsl writes it: zeros padded explicitly (counted, being
+        # real values), then end padding that admits ceil mode's last window and is left out of its
+        # divisor, which is then the window clipped to the padded input: PyTorch's divisor exactly
+        want = [(n_in[1 + i] + 2 * extra[i] + end[i] - kernel[i]) // strides[i] + 1 for i in (0, 1)]
+        if want == [pool_out(n_in[1 + i], kernel[i], strides[i], extra[i], 1, True) for i in (0, 1)]:
+            return imp.add(node, op, [src], {"kernel": kernel, "stride": strides, "padding": tuple(extra),
+                                              "pad_end": tuple(extra), "ceil": True, "dilation": (1, 1)})
+    # cnndsl's avgpool divides by the whole window, padding included (PyTorch's count_include_pad=True);
+    # zeros from a Pad before it are real values to ONNX, so only the pooling's own padding matters here
+    if op == "avgpool" and not counted and any(begin + end):
+        raise imp.fail(f"{imp.label(node)} leaves its padding out of the average (count_include_pad=0, "
+                        "the ONNX default); cnndsl's average pooling counts it",
+                        "export with count_include_pad=True, or pool without padding")
+    # the output ONNX computes, then the IR pooling (symmetric padding, ceil or not) that gives it
+    want = []
+    for i in (0, 1):
+        n = n_in[1 + i] + extra[i] + extra_end[i]
+        span = n + begin[i] + end[i] - dil[i] * (kernel[i] - 1) - 1
+        want.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
+    if min(want) < 1:
+        raise imp.fail(f"{imp.label(node)} shrinks its {n_in[1]}x{n_in[2]} input below 1x1")
+    padding = tuple(extra[i] + begin[i] for i in (0, 1))
+    padding_end = tuple(extra_end[i] + end[i] for i in (0, 1))
+    # the IR pooling that gives ONNX's windows: in floor mode, the padding as it is at each end (unless cnndsl
+    # noted that it wrote a ceil-mode pooling this way); in ceil mode, symmetric padding where PyTorch's rule
+    # allows it (a window is never more than half padding), else as it is, reaching ceil mode's last window
+    direct = not ceil and imp.text(node.doc_string) != CEIL_DOC and all(
+        max(padding[i], padding_end[i]) < kernel[i] for i in (0, 1)) and (
+        padding != padding_end or all(2 * padding[i] <= kernel[i] for i in (0, 1)))
+    if not direct and all(2 * padding[i] <= kernel[i] for i in (0, 1)):
+        for mode in (False, True):
+            got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], mode) for i in (0, 1)]
+            if got != want:
+                continue
+            # an average divides by its window clipped to the padded input: the IR's padding is `padding`
+            # at both ends, so the last window must not reach past the shorter of the two end paddings
+            if op == "avgpool" and any(
+                    begin[i] != end[i] and (want[i] - 1) * strides[i] - begin[i] + kernel[i]
+                    > n_in[1 + i] + extra[i] + extra_end[i] + min(begin[i], end[i]) for i in (0, 1)):
+                continue
+            attrs = {"kernel": kernel, "stride": strides, "padding": padding, "pad_end": padding, "ceil": mode,
+                     "dilation": dil}
+            return imp.add(node, op, [src], attrs)
+    def half_rule():
+        for i in (0, 1):
+            if 2 * padding[i] > kernel[i]:     # PyTorch's rule, and the spec's: a window is never all padding
+                raise imp.fail(f"{imp.label(node)}: its padding {padding[i]}"
+                                f"{' (with the Pad before it)' if extra[i] else ''} is more than half its kernel "
+                                f"{kernel[i]}, which PyTorch pooling cannot express")
+    if padding == padding_end:
+        half_rule()
+    if ceil and padded:
+        raise imp.fail(f"{imp.label(node)} pools a padded value in ceil mode in a way PyTorch pooling cannot "
+                        "express")
+    if ceil:     # ceil mode's last window, partly past the end padding: the IR's end padding reaches it
+        padding_end = tuple(max(padding_end[i], (want[i] - 1) * strides[i] + dil[i] * (kernel[i] - 1) + 1
+                                - n_in[1 + i] - padding[i]) for i in (0, 1))
+        if op == "avgpool" and padding_end != tuple(extra_end[i] + end[i] for i in (0, 1)):
+            raise imp.fail(f"{imp.label(node)}: its last window in ceil mode reaches past its padding, so "
+                            "its average there differs from cnndsl's")
+    if padding == padding_end:
+        half_rule()
+    for i in (0, 1):
+        if max(padding[i], padding_end[i]) >= kernel[i]:
+            raise imp.fail(f"{imp.label(node)}: its padding {max(padding[i], padding_end[i])}"
+                            f"{' (with the Pad before it)' if extra[i] or extra_end[i] else ''} is not smaller "
+                            f"than its kernel {kernel[i]}")
+    attrs = {"kernel": kernel, "stride": strides, "padding": padding, "pad_end": padding_end, "ceil": False,
+             "dilation": dil}
+    got = [pool_out(n_in[1 + i], kernel[i], strides[i], padding[i], dil[i], False, padding_end[i])
+           for i in (0, 1)]
+    if got != want:
+        raise imp.fail(f"{imp.label(node)} pads in a way cnndsl's pooling cannot express")
+    return imp.add(node, op, [src], attrs)
+
+
+def _read_maxpool(imp, node, a):
+    if len(node.output) > 1 and node.output[1]:
+        raise imp.fail(f"{imp.label(node)} also returns indices")
+    _read_adaptive_grid(imp, node, a, "maxpool") or _read_pool(imp, node, a, "maxpool")
+
+
+def _read_avgpool(imp, node, a):
+    _read_adaptive_grid(imp, node, a, "avgpool") or _read_pool(imp, node, a, "avgpool")
+
+
+def _read_adaptive_grid(imp, node, a, op) -> Optional[str]:
+    """An adaptive pooling cnndsl wrote as a plain one (its note, and windows k = n / output with nothing
+    else set): read back as the adaptive pooling. Anything else, note or not, is an ordinary pooling."""
+    if imp.text(node.doc_string) != ADAPTIVE_DOC or set(a) - {"kernel_shape", "strides"} or \
+            node.input[0] in imp.pads or "kernel_shape" not in a:
+        return None
+    kernel = imp.ints(node, a, "kernel_shape", length=2, low=1)
+    if imp.ints(node, a, "strides", (1, 1), length=2, low=1) != kernel:
+        return None
+    src = imp.data(node)
+    _, h, w = imp.spatial(node, src)
+    if h % kernel[0] or w % kernel[1]:
+        return None
+    return imp.add(node, f"adaptive_{op}", [src], {"output": (h // kernel[0], w // kernel[1])})
+
+
+def _read_global_avg(imp, node, a):
+    imp.add(node, "adaptive_avgpool", [imp.data(node)], {"output": (1, 1)})
+
+
+def _read_global_max(imp, node, a):
+    imp.add(node, "adaptive_maxpool", [imp.data(node)], {"output": (1, 1)})
+
+
+_POOL_ATTRS = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
+ONNX_IMPORTS = {
+    "MaxPool": OnnxImport((1, 1), 2, _POOL_ATTRS + ("storage_order",), _read_maxpool),
+    "AveragePool": OnnxImport((1, 1), 1, _POOL_ATTRS + ("count_include_pad",), _read_avgpool),
+    "GlobalAveragePool": OnnxImport((1, 1), 1, (), _read_global_avg),
+    "GlobalMaxPool": OnnxImport((1, 1), 1, (), _read_global_max),
 }
