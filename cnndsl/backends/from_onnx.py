@@ -669,8 +669,11 @@ class _Importer:
         self.consts[node.output[0]] = value
 
     def n_Identity(self, node, a):
+        from ..ir.ops.regularize import DROPPATH_DOC, read_droppath
         if node.input[0] in self.consts:       # exporters alias shared weights through Identity
             self.consts[node.output[0]] = self.consts[node.input[0]]
+        elif _text(node.doc_string).startswith(DROPPATH_DOC):     # cnndsl's droppath, noted with its rate
+            read_droppath(self, node, _text(node.doc_string))
         else:
             self.alias[node.output[0]] = self.src(node.input[0])
 

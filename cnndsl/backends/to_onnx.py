@@ -28,6 +28,7 @@ class _Emitter:
         self.rng = np.random.default_rng(seed)
         self.nodes, self.inits, self.used = [], [], set()
         self.taken = {n.name for n in graph.nodes}      # ONNX value names: the IR's, then fresh ones
+        self.declared: list[tuple[str, tuple]] = []      # values whose shape the model states (see declare)
         self.current = ""
 
     def fresh(self, base: str) -> str:
@@ -56,9 +57,10 @@ class _Emitter:
         self.inits.append((name, value.astype(self.dtype, copy=False)))
         return name
 
-    def const(self, name: str, value) -> str:
+    def const(self, name: str, value, dtype=None) -> str:
+        """A constant of the model's float type, or of `dtype` (Resize's scales are float32 in any model)."""
         name = self.fresh(name)
-        self.inits.append((name, np.asarray(value, dtype=self.dtype)))
+        self.inits.append((name, np.asarray(value, dtype=dtype or self.dtype)))
         return name
 
     def op(self, op_type: str, inputs: list, output: str, name: str, **attrs) -> str:
@@ -67,6 +69,11 @@ class _Emitter:
             output = self.fresh(output)
         self.nodes.append(self.h.make_node(op_type, inputs, [output], name=name, **attrs))
         return output
+
+    def declare(self, value: str, shape: tuple) -> None:
+        """State a value's shape (batch first) in the model, where ONNX shape inference cannot carry the symbolic
+        batch through the node (Resize's scales multiply it by 1.0 into an unknown dimension)."""
+        self.declared.append((value, shape))
 
     def uses(self, node: Node, leaf: str) -> None:
         """Count a state-dict entry as used although ONNX does not need it (BN's num_batches_tracked)."""
@@ -132,8 +139,10 @@ def _to_onnx(graph: Graph, *, weights: Optional[dict], opset: int, seed: int, dy
     batch = "N" if dynamic_batch else 1
     inp = helper.make_tensor_value_info(nodes[0].name, elem, [batch, *nodes[0].shape])
     out = helper.make_tensor_value_info(nodes[-1].name, elem, [batch, *nodes[-1].shape])
+    declared = [helper.make_tensor_value_info(value, elem, [batch, *shape]) for value, shape in em.declared
+                if value != nodes[-1].name]
     g = helper.make_graph(em.nodes, graph.filename.rsplit("/", 1)[-1].removesuffix(".cnn") or "cnndsl",
-                          [inp], [out])
+                          [inp], [out], value_info=declared)
     for name, array in em.inits:        # written in place: copying TensorProtos of a 500 MB model costs seconds
         t = g.initializer.add()
         t.name = name

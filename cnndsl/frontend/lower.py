@@ -515,6 +515,12 @@ class _Lowering:
             self.emit(name, op, (cur.node,), attrs, self.shape_of(op, attrs, [in_shape], node, span), span,
                       label=label)
             return Cursor(name, in_shape, p._replace(fusable=False))
+        if op != NO_ACTIVATION and OPS[op].keeps_activation and p is not None:
+            # droppath ends a residual branch before its activation, which a residual puts after the addition
+            name = self.fresh(OPS[op].kind, label, label_span)
+            self.emit(name, op, (cur.node,), attrs, self.shape_of(op, attrs, [in_shape], node, span), span,
+                      label=label)
+            return Cursor(name, in_shape, p._replace(fusable=False))
         if op == NO_ACTIVATION or OPS[op].activation:
             if p is not None:
                 cur = Cursor(cur.node, cur.shape, None)   # an explicit activation replaces the default one
@@ -1121,6 +1127,8 @@ def lower(spec: A.Spec, source: str = "", filename: str = "<spec>",
     except RecursionError:      # MAX_DEPTH keeps lowering far from the limit; this is a last resort
         raise lowering.error(LimitError, "the network nests too deeply to lower", lowering.where,
                              "flatten the nesting, or use fewer nested blocks") from None
+    from ..ir.ops.regularize import resolve_ramps
+    resolve_ramps(rows, lambda message, span, hint: ValueError_(message, span, hint))   # droppath[ramp] rates
     nodes = []
     for r in rows:
         r.attrs.pop("bias_default", None)

@@ -234,6 +234,7 @@ class Op:
     flattens = False       # turns a feature map into a vector (the classifier starts here)
     needs_vector = False   # takes a vector: lowering flattens a feature map before it (fc)
     slides = False         # a sliding window with kernel, stride and padding attributes (conv, pooling)
+    keeps_activation = False   # sits before a weight layer's pending activation, which stays pending (droppath)
 
     ATTRS: dict = {}       # attribute -> kind ("count", "pair", "pair0", "bool", "real"): the IR's schema of the op
 
