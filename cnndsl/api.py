@@ -100,11 +100,12 @@ def analyze(graph: Union[Graph, str, Path], *, batch: int = 1, dtype: str = "flo
 
 
 def format_spec(text: str, filename: str = "<spec>") -> str:
-    """Pretty-print spec text in canonical form (parse -> print); the IR is unchanged."""
-    from .frontend.formatter import format_tree
+    """Spec text in canonical form, comments and blank lines kept (parse -> print); the IR is unchanged."""
+    from .frontend.formatter import format_source
+    from .frontend.parser import line_ends
     tree = parse(text, filename)
     try:
-        return format_tree(tree)
+        return format_source(line_ends(text), tree)
     except TypeError:           # syntax the printer does not know yet: a diagnostic, not a crash
         from .frontend.parser import line_ends
         node, what = _unprintable(tree)

@@ -49,13 +49,36 @@ def check(spec, input_shape, overrides):
 
 
 @main.command("fmt")
-@click.argument("spec", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--check", is_flag=True, help="Print nothing; exit 1 and name each file that is not formatted.")
+@click.option("--write", "-w", is_flag=True, help="Rewrite each file in place (atomically) when it changes.")
 @_guard
-def fmt(spec):
-    """Print SPEC in canonical form (comments are dropped)."""
+def fmt(specs, check, write):
+    """Print each SPEC in canonical form, comments and blank lines kept.
+
+    With --check, exit 1 if any file would change (a CI gate); with --write, format the files in place.
+    """
     from ..api import format_spec
-    text, name = _read_text(spec)
-    click.echo(format_spec(text, name), nl=False)
+    if check and write:
+        raise click.UsageError("give --check or --write, not both")
+    if (check or write) and "-" in specs:
+        raise click.UsageError("--check and --write take files, not '-'")
+    if not (check or write) and len(specs) > 1:
+        raise click.UsageError("printing takes one SPEC; use --check or --write for several")
+    changed = []
+    for spec in specs:
+        text, name = _read_text(spec)
+        printed = format_spec(text, name)
+        if not (check or write):
+            click.echo(printed, nl=False)
+        elif printed != text:
+            changed.append(spec)
+            if write:
+                _write_atomic(spec, printed.encode("utf-8"))
+    for spec in changed:
+        click.echo(f"{'would reformat' if check else 'reformatted'} {printable(spec)}", err=check)
+    if check and changed:
+        raise SystemExit(1)
 
 
 @main.command()
