@@ -322,27 +322,34 @@ class _Continuations:
     _NAMED = frozenset(["WORD", "LABEL", "LAYER"])
 
     def names(self, stream):
-        run = None              # a name being read: its head and what is glued to it
+        head = None             # a name's first token, held until the next shows whether digits are glued to it
+        parts = None            # ... and the tokens glued to it
         force = False           # in a definition's head: join every name
         fdepth = 0
         for tok in stream:
             t = tok.type
-            if run is not None:
-                if t in _GLUE and tok.start_pos == run[-1].end_pos and _gluable(tok):
-                    if len(run) > 1 or force or run[0].type != "WORD" or not _layer_word(run[0].value):
-                        run.append(tok)
-                        if tok.end_pos - run[0].start_pos > limits.MAX_NAME_CHARS:
-                            raise LimitError(f"name {''.join(run)[:20]}... is more than {limits.MAX_NAME_CHARS} "
-                                             "characters long", tok_span(run[0]).join(tok_span(tok)),
+            if head is not None:
+                if t in _GLUE and tok.start_pos == (parts[-1] if parts else head).end_pos and _gluable(tok):
+                    if parts or force or head.type != "WORD" or not _layer_word(head.value):
+                        if parts is None:
+                            parts = [head]
+                        parts.append(tok)
+                        if tok.end_pos - head.start_pos > limits.MAX_NAME_CHARS:
+                            raise LimitError(f"name {''.join(parts)[:20]}... is more than {limits.MAX_NAME_CHARS} "
+                                             "characters long", tok_span(head).join(tok_span(tok)),
                                              f"names may have at most {limits.MAX_NAME_CHARS} characters")
                         continue
-                    yield run[0]          # a layer's word and its size: fc4096
-                    run = None
+                    yield head          # a layer's word and its size: fc4096
+                elif parts is not None:
+                    yield _token("WORD", "".join(parts), head, parts[-1])
+                    parts = None
+                elif t != "LPAR" and head.type in _MERGES:    # `res` not before '(' is a name
+                    yield _token("WORD", head.value, head, head)
                 else:
-                    yield self.name(run, tok)
-                    run = None
+                    yield head
+                head = None
             if t in _HEADS:
-                run = [tok]
+                head = tok
                 if t == "BLOCK" or t == "PARAM":
                     force, fdepth = True, 0
                 continue
@@ -363,18 +370,10 @@ class _Continuations:
                 elif (value == "=" and fdepth <= 0) or t == "_NL":
                     force = False
             yield tok
-        if run is not None:
-            yield self.name(run, None)
-
-    @staticmethod
-    def name(run: list, after):
-        """The token a name's run gives: glued into one WORD; `res`, `cat`, `add`... not before '(' is a name."""
-        if len(run) > 1:
-            return _token("WORD", "".join(run), run[0], run[-1])
-        head = run[0]
-        if head.type in _MERGES and (after is None or after.value != "("):
-            return _token("WORD", head.value, head, head)
-        return head
+        if parts is not None:
+            yield _token("WORD", "".join(parts), head, parts[-1])
+        elif head is not None:
+            yield _token("WORD", head.value, head, head) if head.type in _MERGES else head
 
     def process(self, stream):
         depth = 0
