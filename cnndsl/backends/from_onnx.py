@@ -28,7 +28,9 @@ SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
              "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (zeros before AveragePool, "
              "-inf before MaxPool), "
-             "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it), HardSigmoid, "
+             "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it), Slice and "
+             "Split on channels, Reshape + Transpose + Reshape (channel shuffle), Shape/Gather/Unsqueeze/Cast/Concat "
+             "and integer Add/Sub/Mul/Div on sizes (as torch.onnx writes them), HardSigmoid, "
              "Mish, and the forms activations take at older opsets: x * Sigmoid(x) (silu), x * HardSigmoid(x) "
              "(hardswish), x * Tanh(Softplus(x)) (mish), x/2 * (1 + Erf(x / sqrt 2)) (gelu)")
 
@@ -51,7 +53,11 @@ OPSPEC: dict[str, tuple] = {
     "Softplus": (1, 1, 1, ()),
     "Mul": (2, 2, 1, ("axis", "broadcast") + _OLD), "Div": (2, 2, 1, ("axis", "broadcast") + _OLD),
     "Erf": (1, 1, 1, ()),
+    # shape arithmetic (exporters compute Slice bounds and Reshape targets from the input's Shape)
+    "Shape": (1, 1, 1, ("start", "end")), "Gather": (2, 2, 1, ("axis",)), "Unsqueeze": (1, 2, 1, ("axes",)),
+    "Cast": (1, 1, 1, ("to", "saturate")), "Sub": (2, 2, 1, ("axis", "broadcast") + _OLD),
 }
+_FOLDED = frozenset(["Add", "Sub", "Mul", "Div", "Concat"])     # folded when every input is a known integer
 
 # Node types read by the op modules themselves (each family's ONNX_IMPORTS, collected in cnndsl.ir.ops.IMPORTS)
 for _type, _import in IMPORTS.items():
@@ -183,6 +189,11 @@ class _Importer:
         self.batch: Optional[int] = None       # the input's batch size, when the file fixes it
         self.uses: dict[str, int] = {}         # ONNX value -> how many node inputs and graph outputs read it
         self.made: dict[str, str] = {}         # IR node -> the ONNX value it was made as (for folding a bias)
+        # sizes computed from a Shape: ONNX value -> object array of ints, None where it holds the (unfixed)
+        # batch size; those without the batch are also in consts, as int64 arrays
+        self.symbolic: dict[str, np.ndarray] = {}
+        # a channel shuffle's first Reshape and Transpose: ONNX value -> (stage, IR source, groups, dims after N)
+        self.shuffles: dict[str, tuple] = {}
 
     # ------------------------------------------------------------ helpers --
     text = staticmethod(lambda value: _text(value))       # a string from the file, as text
@@ -210,6 +221,12 @@ class _Importer:
             raise self.fail(f"the value {_show(value)} ({self.parts[value][0]}) is used on its own",
                             "cnndsl imports Softplus, Erf and Mul/Div/Add by a constant only as parts of mish "
                             "and gelu, written as its exporter writes them")
+        if value in self.symbolic:
+            raise self.fail(f"the value {_show(value)}, computed from sizes, is used as a feature map")
+        if value in self.shuffles:
+            raise self.fail(f"the value {_show(value)}, part of a channel shuffle, is used on its own",
+                            "cnndsl imports a 5-D Reshape and Transpose only as a channel shuffle: Reshape to "
+                            "N x g x C/g x H x W, Transpose 0, 2, 1, 3, 4, Reshape to N x C x H x W")
         if value in self.slices or value in self.bands or value in self.rows_pooled:
             raise self.fail(f"the value {_show(value)}, part of an adaptive pooling, is used on its own",
                             "cnndsl imports Slice/Reduce/Concat only in the pattern its exporter writes")
@@ -643,7 +660,9 @@ class _Importer:
         self.types(node, schema)
         try:
             handler = getattr(self, "n_" + op, None)
-            if handler is not None:
+            if op in _FOLDED and self.fold(node, a, op):
+                pass
+            elif handler is not None:
                 handler(node, a)
             elif op in IMPORTS:
                 IMPORTS[op].read(self, node, a)
@@ -782,12 +801,26 @@ class _Importer:
         self.pads[node.output[0]] = (src, tuple(pads[2:4]), tuple(pads[6:8]), value)
 
     def n_Reshape(self, node, a):
-        src = self.data(node)
         zero_is_zero = self.int_(node, a, "allowzero", 0, (0, 1))
-        values = self.values(node, 1, "shape", integers=True, limit=8)
+        symbolic = self.symbolic.get(node.input[1])
+        if symbolic is not None and symbolic.ndim != 1:
+            raise self.fail(f"{self.label(node)}: its shape {_show(node.input[1])} must be rank 1")
+        values = self.values(node, 1, "shape", integers=True, limit=8) if symbolic is None else symbolic
         if values is None:
             raise self.fail(f"{self.label(node)} has no shape")
-        target = [int(v) for v in values.ravel()]
+        target = [None if v is None else int(v) for v in values.ravel()]
+        pending = self.shuffles.get(node.input[0])
+        if pending is not None or len(target) == 5 or None in target:    # a channel shuffle, or sizes from Shape
+            from ..ir.ops.channels import read_shuffle_reshape
+            dims = self.reshape_dims(node, pending[3] if pending else self.shape[self.data(node)], target,
+                                     zero_is_zero)
+            if read_shuffle_reshape(self, node, node.input[0], list(dims)):
+                return None
+            if len(dims) == 1:
+                return self.add(node, "flatten", [self.data(node)], {})
+            raise self.fail(f"{self.label(node)} to N x {fmt_shape(dims)} is neither a flatten to N x features nor "
+                            "part of a channel shuffle")
+        src = self.data(node)
         size = math.prod(self.shape[src])
         if len(target) == 2 and target[1] in (-1, size) and \
                 target[0] in ((-1, 1) if zero_is_zero else (0, -1, 1)) and target != [-1, -1]:
@@ -797,6 +830,142 @@ class _Importer:
                                 "reshape to [0, -1] or [-1, features], or fix the batch at 1")
             return self.add(node, "flatten", [src], {})
         raise self.fail(f"{self.label(node)} to {self.shown(node, 1, values)} is not a flatten to N x features")
+
+    def reshape_dims(self, node, dims: tuple, target: list, allowzero: int) -> tuple:
+        """What a Reshape of an N x `dims` value to `target` (None: the batch, from a Shape) makes after the
+        batch, which must stay first; anything else is refused."""
+        full, out = (None,) + tuple(dims), []
+        for i, v in enumerate(target):
+            if v == 0 and not allowzero:
+                if i >= len(full):
+                    raise self.fail(f"{self.label(node)} copies dimension {i} of a rank-{len(full)} input")
+                v = full[i]
+            elif (v is not None and v < -1) or (v is None and i):
+                raise self.fail(f"{self.label(node)} to {target[:8]} is not a reshape that keeps the batch first")
+            out.append(v)
+        size = math.prod(dims)
+        first, rest = out[0], out[1:]
+        if out.count(-1) > 1 or (first == -1 and -1 in rest):
+            raise self.fail(f"{self.label(node)} infers more than one dimension (-1)")
+        if first is not None and first != -1 and first != self.batch:
+            raise self.fail(f"{self.label(node)} to {target[:8]} makes {first} rows of a whole batch, but the model's "
+                            f"batch is {self.batch or 'not fixed'}", "reshape with the batch copied (0) or inferred (-1)")
+        known = math.prod(d for d in rest if d != -1)
+        if -1 in rest:
+            if known == 0 or size % known:
+                raise self.fail(f"{self.label(node)} cannot infer a dimension of {target[:8]} from {size:,} values")
+            rest[rest.index(-1)] = size // known
+        if math.prod(rest) != size or min(rest, default=1) < 1:
+            raise self.fail(f"{self.label(node)} reshapes N x {fmt_shape(tuple(dims))} to {target[:8]}")
+        return tuple(rest)
+
+    # --------------------------------- shape arithmetic (Shape, Gather ...) --
+    def known(self, node, index: int):
+        """An input's integer values as an object array (None for the batch), or None when they are not known."""
+        value = node.input[index] if index < len(node.input) else ""
+        if value in self.symbolic:
+            return self.symbolic[value]
+        t = self.consts.get(value) if value else None
+        if t is None:
+            return None
+        dtype = t.dtype if isinstance(t, np.ndarray) else _np_dtype(t.data_type)
+        if dtype is None or dtype.kind not in "iu":
+            return None
+        return np.array(self.values(node, index, "sizes", integers=True, rank=None).tolist(), dtype=object)
+
+    def keep(self, node, array) -> None:
+        """The output of a size computation: bounded, kept (as a constant too, when it holds no batch)."""
+        array = np.asarray(array, dtype=object)
+        if array.size > MAX_VALUES or array.ndim > 2:
+            raise self.fail(f"{self.label(node)} computes {array.size:,} sizes; cnndsl reads at most {MAX_VALUES}")
+        if any(v is not None and abs(v) >= 1 << 62 for v in array.ravel()):
+            raise self.fail(f"{self.label(node)} computes a size beyond 2^62")
+        self.symbolic[node.output[0]] = array
+        if not any(v is None for v in array.ravel()):
+            self.consts[node.output[0]] = np.array(array.tolist(), dtype=np.int64).reshape(array.shape)
+
+    def fold(self, node, a, op) -> bool:
+        """Integer arithmetic and Concat on sizes, when every input is known; False leaves the node to its reader."""
+        arrays = [self.known(node, i) for i in range(len(node.input))]
+        if not arrays or any(x is None for x in arrays):
+            return False
+        if op == "Concat":
+            axis = self.int_(node, a, "axis")
+            if any(x.ndim != 1 for x in arrays) or axis not in (0, -1):
+                raise self.fail(f"{self.label(node)} joins sizes other than along one axis")
+            self.keep(node, np.concatenate(arrays))
+            return True
+        self.int_(node, a, "axis")
+        self.int_(node, a, "broadcast")
+        x, y = arrays
+        if any(v is None for v in list(x.ravel()) + list(y.ravel())):
+            raise self.fail(f"{self.label(node)} computes with the batch size",
+                            "cnndsl imports sizes computed from channels, height and width")
+        if op == "Div":
+            if any(v == 0 for v in y.ravel()):
+                raise self.fail(f"{self.label(node)} divides by zero")
+            # integers divide towards zero in ONNX
+            div = np.frompyfunc(lambda p, q: abs(p) // abs(q) * (1 if (p < 0) == (q < 0) else -1), 2, 1)
+            self.keep(node, div(x, y))
+        else:
+            self.keep(node, {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](x, y))
+        return True
+
+    def n_Sub(self, node, a):
+        self.int_(node, a, "axis")
+        self.int_(node, a, "broadcast")
+        x, mean = node.input
+        form, of = self.parts.get(mean, (None, None))
+        if form == "ln mean" and of == x and self._single_use(mean):     # x - mean(x): a layer norm's
+            self.parts[node.output[0]] = ("ln centered", x)
+            return
+        raise self.fail(f"{self.label(node)} subtracts values; cnndsl imports Sub only on sizes and as a layer "
+                        "norm's x - mean(x)", f"cnndsl imports: {SUPPORTED}")
+
+    def n_Shape(self, node, a):
+        shape = (self.batch,) + tuple(self.shape[self.data(node)])
+        start, end = self.int_(node, a, "start", 0), self.int_(node, a, "end", len(shape))
+        self.keep(node, np.array(shape[slice(start, end)], dtype=object))
+
+    def n_Gather(self, node, a):
+        data, indices = self.known(node, 0), self.known(node, 1)
+        if data is None:
+            self.src(node.input[0])
+            raise self.fail(f"{self.label(node)} gathers from a feature map; cnndsl imports Gather only on sizes")
+        if indices is None:
+            raise self.fail(f"{self.label(node)} takes computed indices; cnndsl imports Gather only on sizes")
+        axis = self.int_(node, a, "axis", 0)
+        if data.ndim != 1 or axis not in (0, -1) or any(v is None for v in indices.ravel()):
+            raise self.fail(f"{self.label(node)} is not a pick of sizes from a list of sizes")
+        for v in indices.ravel():
+            if not -data.size <= v < data.size:
+                raise self.fail(f"{self.label(node)}: index {v} is out of range for {data.size} sizes")
+        self.keep(node, np.take(data, np.array(indices.tolist(), dtype=np.int64).reshape(indices.shape)))
+
+    def n_Unsqueeze(self, node, a):
+        data = self.known(node, 0)
+        if data is None:
+            self.src(node.input[0])
+            raise self.fail(f"{self.label(node)} unsqueezes a feature map; cnndsl imports Unsqueeze only on sizes")
+        axes = self.known(node, 1) if len(node.input) > 1 else None
+        if axes is not None and any(v is None for v in axes.ravel()):
+            raise self.fail(f"{self.label(node)} takes its axes from the batch size")
+        axes = [int(v) for v in axes.ravel()] if axes is not None else list(self.ints(node, a, "axes", (), low=None))
+        rank = data.ndim + len(axes)
+        if not axes or any(not -rank <= v < rank for v in axes) or len({v % rank for v in axes}) != len(axes) or \
+                rank > 2:
+            raise self.fail(f"{self.label(node)} has axes {axes[:8]} for a rank-{data.ndim} input")
+        self.keep(node, np.expand_dims(data, tuple(sorted(v % rank for v in axes))))
+
+    def n_Cast(self, node, a):
+        from onnx import TensorProto as T
+        data = self.known(node, 0)
+        to = self.int_(node, a, "to")
+        self.int_(node, a, "saturate")
+        if data is None or to not in (T.INT64, T.INT32):
+            self.src(node.input[0])
+            raise self.fail(f"{self.label(node)} casts values; cnndsl imports Cast only of sizes to integers")
+        self.keep(node, data)
 
     def _activation(self, node, a):
         """An activation read from the one ONNX op its module names, with its options and fixed attributes."""
@@ -890,9 +1059,16 @@ class _Importer:
         axes = self.values(node, 3, "axes", integers=True)
         steps = self.values(node, 4, "steps", integers=True)
         if starts is None or ends is None or axes is None or starts.size != 1 or ends.size != 1 or \
-                axes.size != 1 or (steps is not None and steps.tolist() != [1]):
+                axes.size != 1 or (steps is not None and steps.ravel().tolist() != [1]):
             raise self.fail(f"{self.label(node)} is not one band of an adaptive pooling",
                             "cnndsl imports Slice only in the pattern its own exporter writes for adaptive pooling")
+        rank = len(self.shape[self.alias[data]]) + 1 if data in self.alias else 4
+        if int(axes.ravel()[0]) in (1, 1 - rank):      # a channel range
+            from ..ir.ops.channels import read_channel_slice
+            return read_channel_slice(self, node, self.src(data), int(starts.ravel()[0]), int(ends.ravel()[0]))
+        if int(axes.ravel()[0]) not in (2, 3, -2, -1):
+            raise self.fail(f"{self.label(node)} works on axis {int(axes.ravel()[0])}; cnndsl imports Slice on "
+                            "channels (axis 1) and as a band of adaptive pooling over height or width")
         self.slices[node.output[0]] = (data, self._axis(node, int(axes.ravel()[0])), int(starts.ravel()[0]),
                                        int(ends.ravel()[0]))
 

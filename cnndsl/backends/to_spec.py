@@ -7,6 +7,7 @@ from ..errors import CnnDslError
 from ..ir import Graph, Node
 from ..errors import printable
 from ..ir.ops import OPS
+from ..ir.ops.channels import split_parts
 
 
 class NoSpec(CnnDslError):
@@ -34,6 +35,7 @@ def write_spec(graph: Graph) -> str:
     c, h, w = graph.input_shape
     fork = _immediate_dominators(graph)
     claimed: set[str] = set()
+    heads: dict[str, Node] = {}      # a branch's last node -> its first node
 
     def chain(start: str, stop: str, depth: int) -> list[str]:
         """Layers from the node after `start` up to and including `stop` (a path of single links or merges)."""
@@ -48,17 +50,21 @@ def write_spec(graph: Graph) -> str:
             path.append(n)
             node = fork[node] if OPS[n.op].merge else n.inputs[0]
         path.reverse()
+        heads[stop] = path[0] if path else None
         items = []
         i = 0
         while i < len(path):
             n = path[i]
             op = OPS[n.op]
             if op.merge:
-                branches = []
-                for src in n.inputs:
-                    body = chain(fork[n.name], src, depth + 1) if src != fork[n.name] else []
-                    branches.append(" + ".join(body) if body else "none")
-                items.append(f"{op.merge}({', '.join(branches)})")
+                bodies = [chain(fork[n.name], src, depth + 1) if src != fork[n.name] else [] for src in n.inputs]
+                word, firsts = op.merge, [heads.get(src) if src != fork[n.name] else None for src in n.inputs]
+                if op.name == "concat" and all(f is not None and f.op == "channels" for f in firsts) and \
+                        [(f.attrs["start"], f.attrs["stop"]) for f in firsts] == \
+                        split_parts(graph[fork[n.name]].shape[0], len(firsts)):
+                    word, bodies = "split", [body[1:] for body in bodies]     # the parts are split(...)'s own
+                branches = [" + ".join(body) if body else "none" for body in bodies]
+                items.append(f"{word}({', '.join(branches)})")
             elif op.weight:
                 # a weight layer with its batch norm and activation, stated explicitly: "conv3-64[nobias] bn relu"
                 text = _layer(n)

@@ -11,6 +11,7 @@ from .uses import USED      # spans from this offset on are in files that `use` 
 from ..errors import CnnDslError, LimitError, NameError_, ShapeError, Span, ValueError_
 from ..ir import Graph, make_node, verify
 from ..ir.ops import ACTIVATIONS, NO_ACTIVATION, OPS, SPELLINGS, LayerArgs, OpError, conv_out, fmt_shape, normalize_word
+from ..ir.ops.channels import split_parts
 
 def _close(word, candidates, n=1, cutoff=0.6):
     import difflib   # only on the error path
@@ -48,7 +49,8 @@ FUNCTION_SIGNATURES = {"ceil": "ceil(x)", "floor": "floor(x)", "round": "round(x
 
 
 MERGES = {"res": "res(body) or res(body, shortcut)", "cat": "cat(branch, branch, ...)",
-          "concat": "concat(branch, branch, ...)", "add": "add(branch, branch, ...)", "sum": "sum(branch, branch, ...)"}
+          "concat": "concat(branch, branch, ...)", "add": "add(branch, branch, ...)", "sum": "sum(branch, branch, ...)",
+          "split": "split(branch, branch, ...)"}
 
 
 def _show(value) -> str:
@@ -864,14 +866,21 @@ class _Lowering:
         else:
             outer = self.scope
         try:
+            parts = self.split_parts(node, cur) if node.merge == "split" else None
             outs = []
             for i, branch in enumerate(node.branches):
                 inner = self.enter(f"b{i + 1}", branch)
                 try:
-                    outs.append(self.flush(self.lower(branch, Cursor(cur.node, cur.shape, None))))
+                    start = Cursor(cur.node, cur.shape, None)
+                    if parts:        # split(...): branch i runs on the i-th part of the channels
+                        shape = (parts[i][1] - parts[i][0],) + tuple(cur.shape[1:])
+                        start = Cursor(self.emit(self.fresh("channels"), "channels", (cur.node,),
+                                                 {"start": parts[i][0], "stop": parts[i][1]}, shape, node.span),
+                                       shape, None)
+                    outs.append(self.flush(self.lower(branch, start)))
                 finally:
                     self.scope = inner
-            op = "concat" if node.merge == "cat" else "add"
+            op = "concat" if node.merge in ("cat", "split") else "add"
             try:
                 shape = OPS[op].shape({}, [o.shape for o in outs])
             except OpError:
@@ -887,6 +896,16 @@ class _Lowering:
             return Cursor(name, shape, None)
         finally:
             self.scope = outer
+
+    def split_parts(self, node: A.Branches, cur: Cursor) -> list[tuple[int, int]]:
+        """The channel range of each branch of split(...): equal parts, as torch.chunk cuts them."""
+        channels, count = cur.shape[0], len(node.branches)
+        if channels % count:
+            raise self.error(ShapeError, f"split(...) cuts its input's {channels:,} channels into {count} equal "
+                             f"parts, but {count} does not divide {channels:,}", node.span,
+                             f"give the layer before it a multiple of {count} channels, or cut the parts yourself: "
+                             "cat(channels[start=0, stop=N] + ..., channels[start=N] + ...)")
+        return split_parts(channels, count)
 
     # --------------------------------------------------------- top level --
     def stage_names(self, stages: list) -> list[str]:

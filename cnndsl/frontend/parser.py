@@ -195,6 +195,9 @@ class _ToAst:
     def add(self, c):
         return Branches("add", tuple(c[1:]), _span_of(c))
 
+    def split(self, c):
+        return Branches("split", tuple(c[1:]), _span_of(c))
+
     def call(self, c):
         args = tuple(a for a in c[1:] if a is not None)
         _check_count(args, limits.MAX_PARAMS, "arguments", tok_span(c[0]))
@@ -270,9 +273,9 @@ class _ToAst:
     del _bin
 
 
-_HEADS = frozenset(["WORD", "RES", "CAT", "CONCAT", "ADD", "SUM", "BLOCK", "PARAM", "USE"])  # what a name starts with
+_HEADS = frozenset(["WORD", "RES", "CAT", "CONCAT", "ADD", "SUM", "SPLIT", "BLOCK", "PARAM", "USE"])  # what a name starts with
 _GLUE = _HEADS | frozenset(["INT", "DIMS", "FLOAT"])          # what may be glued to it, without a space
-_MERGES = frozenset(["RES", "CAT", "CONCAT", "ADD", "SUM"])   # keywords only before '(': a name elsewhere
+_MERGES = frozenset(["RES", "CAT", "CONCAT", "ADD", "SUM", "SPLIT"])   # keywords only before '(': a name elsewhere
 _LAYER_WORDS: dict = {}                                        # text -> does it normalize to a layer's word?
 
 
@@ -428,7 +431,7 @@ _FRIENDLY = {
     "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
     "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
     "INPUT": "'input'", "ACTIVATION": "'activation'", "AUGMENT": "'augment'", "BLOCK": "'block'", "RES": "'res'",
-    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'", "PARAM": "'param'", "USE": "'use'",
+    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'", "SPLIT": "'split'", "PARAM": "'param'", "USE": "'use'",
     "STRING": 'a quoted file name like "families/resnet.cnn"',
 }
 

@@ -93,7 +93,7 @@ class Res(NamedTuple):
 
 
 class Branches(NamedTuple):
-    merge: str                   # "cat" or "add"
+    merge: str                   # "cat", "add" or "split"
     branches: tuple[Any, ...]
     span: Span
 

@@ -236,7 +236,7 @@ class Op:
     slides = False         # a sliding window with kernel, stride and padding attributes (conv, pooling)
     keeps_activation = False   # sits before a weight layer's pending activation, which stays pending (droppath)
 
-    ATTRS: dict = {}       # attribute -> kind ("count", "pair", "pair0", "bool", "real"): the IR's schema of the op
+    ATTRS: dict = {}       # attribute -> kind ("count", "index" (from 0), "pair", "pair0", "bool", "real"): the IR's schema
 
     def check_attrs(self, a) -> None:
         """The attributes an IR node of this op must have, of the kinds its schema says (ir.verify asks).
@@ -260,8 +260,8 @@ class Op:
                 ok = isinstance(v, bool)
             elif kind == "real":
                 ok = isinstance(v, float) and isfinite(v)
-            elif kind == "count":
-                ok = type(v) is int and v >= 1
+            elif kind in ("count", "index"):
+                ok = type(v) is int and v >= (1 if kind == "count" else 0)
             else:
                 low = 0 if kind == "pair0" else 1
                 ok = isinstance(v, tuple) and len(v) == 2 and all(type(x) is int and x >= low for x in v)
