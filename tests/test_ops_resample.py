@@ -379,3 +379,13 @@ def test_upsample_fp16_export_keeps_float32_scales():
 def test_upsample_errors(text, message):
     with pytest.raises(cnndsl.CnnDslError, match=message):
         cnndsl.compile_text("input 4x4x2\n" + text)
+
+
+@pytest.mark.parametrize("text", [
+    "input 8x8x1\ncat(none, maxpool2/2 + conv3-2 + upsample2[bilinear]) + conv3-1",      # a U-Net level
+    "input 8x8x1\nadd(conv3-2/2 + upsample2x1, conv3-2 + maxpool1x2/1x2) + conv3-1",     # merged unaligned
+    "input 6x6x1\nconv3-2/2 + upsample3[bilinear] + maxpool3/2 + upsample2 | gap | fc2",
+])
+def test_every_unit_after_upsampling_against_the_gradient(text):
+    from test_rf_box import check_every_unit
+    check_every_unit(text)
