@@ -26,7 +26,8 @@ from ..ir.ops import ACTIVATIONS, IMPORTS, OPS, OpError, adaptive_window, fmt_sh
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
-             "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity, Pad (zeros before AveragePool, "
+             "Concat, Flatten, Reshape (to N x -1), Softmax, LRN, Dropout, Identity (and cnndsl's droppath notes on it), "
+             "Resize (upsampling by whole-number scales, nearest or bilinear), Pad (zeros before AveragePool, "
              "-inf before MaxPool), "
              "Slice + ReduceMean/ReduceMax + Concat (uneven adaptive pooling, as cnndsl writes it), Slice and "
              "Split on channels, Reshape + Transpose + Reshape (channel shuffle), Shape/Gather/Unsqueeze/Cast/Concat "
