@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 
 import cnndsl
-from conftest import SPEC_IDS, SPECS
+from conftest import ROOT, SPEC_IDS, SPECS
 from strategies import compiles
 from strategies import spec as random_spec
 
@@ -157,7 +157,8 @@ def test_ir_is_immutable_and_topological():
 def test_format_round_trip_on_specs(path):
     text = path.read_text()
     printed = cnndsl.format_spec(text)
-    assert cnndsl.compile_text(printed).same_as(cnndsl.compile_text(text))
+    base = path.parent       # where a spec's `use` lines read its family from
+    assert cnndsl.compile_text(printed, base=base).same_as(cnndsl.compile_text(text, base=base))
     assert cnndsl.format_spec(printed) == printed
 
 
@@ -189,12 +190,13 @@ REPLAYED = [
 ]
 
 
-@pytest.mark.parametrize("text", REPLAYED + [p.read_text() for p in SPECS if "block" in p.read_text()])
+@pytest.mark.parametrize("text", REPLAYED + [p.read_text() for p in SPECS
+                                          if "block" in p.read_text() or "use " in p.read_text()])
 def test_replayed_block_calls_equal_lowering_them_again(text, monkeypatch):
     # the reference: every call lowered from its syntax tree; names, spans, labels, stages and attributes
-    replayed = cnndsl.compile_text(text)
+    replayed = cnndsl.compile_text(text, base=ROOT / "specs")
     monkeypatch.setattr("cnndsl.frontend.lower._Lowering.replay_calls", False)
-    fresh = cnndsl.compile_text(text)
+    fresh = cnndsl.compile_text(text, base=ROOT / "specs")
     assert replayed.dump() == fresh.dump()
     assert [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in replayed.nodes] == \
         [(n.name, n.span, n.label, n.stage, dict(n.attrs)) for n in fresh.nodes]
