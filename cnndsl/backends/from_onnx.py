@@ -212,6 +212,8 @@ class _Importer:
     def src(self, value) -> str:
         if value in self.alias:
             return self.alias[value]
+        if value in self.symbolic:
+            raise self.fail(f"the value {_show(value)}, computed from sizes, is used as a feature map")
         if value in self.consts:
             raise self.fail(f"the constant {_show(value)} is used as a feature map",
                             "cnndsl imports CNNs whose layers compute on the input image")
@@ -222,8 +224,6 @@ class _Importer:
             raise self.fail(f"the value {_show(value)} ({self.parts[value][0]}) is used on its own",
                             "cnndsl imports Softplus, Erf and Mul/Div/Add by a constant only as parts of mish "
                             "and gelu, written as its exporter writes them")
-        if value in self.symbolic:
-            raise self.fail(f"the value {_show(value)}, computed from sizes, is used as a feature map")
         if value in self.shuffles:
             raise self.fail(f"the value {_show(value)}, part of a channel shuffle, is used on its own",
                             "cnndsl imports a 5-D Reshape and Transpose only as a channel shuffle: Reshape to "
@@ -287,7 +287,8 @@ class _Importer:
                 code = helper.np_dtype_to_tensor_dtype(t.dtype)
             else:
                 code = t.data_type
-            same = formal.type_str == formals[0].type_str and self.elem and node.input[0] not in self.consts
+            same = formal.type_str == formals[0].type_str and self.elem and node.input[0] not in self.consts and \
+                node.input[0] not in self.symbolic      # sizes share no type with the data
             if f"tensor({_type_name(code)})" not in formal.types or (same and code != self.elem):
                 want = _type_name(self.elem) if same else ", ".join(sorted(x[7:-1] for x in formal.types))
                 raise self.fail(f"{self.label(node)}: its {formal.name} {_show(value)} holds {_type_name(code)}, "
@@ -879,8 +880,8 @@ class _Importer:
         array = np.asarray(array, dtype=object)
         if array.size > MAX_VALUES or array.ndim > 2:
             raise self.fail(f"{self.label(node)} computes {array.size:,} sizes; cnndsl reads at most {MAX_VALUES}")
-        if any(v is not None and abs(v) >= 1 << 62 for v in array.ravel()):
-            raise self.fail(f"{self.label(node)} computes a size beyond 2^62")
+        if any(v is not None and not -(1 << 63) <= v < 1 << 63 for v in array.ravel()):
+            raise self.fail(f"{self.label(node)} computes a size beyond 64-bit integers")
         self.symbolic[node.output[0]] = array
         if not any(v is None for v in array.ravel()):
             self.consts[node.output[0]] = np.array(array.tolist(), dtype=np.int64).reshape(array.shape)
