@@ -19,7 +19,59 @@ TORCHVISION = {
     "resnet101": ("resnet101", {}), "resnet152": ("resnet152", {}),
     "googlenet": ("googlenet", {"aux_logits": False, "init_weights": False}),
     "mobilenet_v2": ("mobilenet_v2", {}),
+    "resnext50_32x4d": ("resnext50_32x4d", {}), "resnext101_32x8d": ("resnext101_32x8d", {}),
+    "resnext101_64x4d": ("resnext101_64x4d", {}),
+    "wide_resnet50_2": ("wide_resnet50_2", {}), "wide_resnet101_2": ("wide_resnet101_2", {}),
+    "densenet121": ("densenet121", {}), "densenet161": ("densenet161", {}), "densenet169": ("densenet169", {}),
+    "densenet201": ("densenet201", {}),
+    "inception_v3": ("inception_v3", {"aux_logits": False, "init_weights": False}),
+    "squeezenet1_0": ("squeezenet1_0", {}), "squeezenet1_1": ("squeezenet1_1", {}),
+    "mnasnet0_5": ("mnasnet0_5", {}), "mnasnet0_75": ("mnasnet0_75", {}), "mnasnet1_0": ("mnasnet1_0", {}),
+    "mnasnet1_3": ("mnasnet1_3", {}),
+    "regnet_x_400mf": ("regnet_x_400mf", {}), "regnet_x_800mf": ("regnet_x_800mf", {}),
+    "regnet_x_1_6gf": ("regnet_x_1_6gf", {}), "regnet_x_3_2gf": ("regnet_x_3_2gf", {}),
+    "regnet_x_8gf": ("regnet_x_8gf", {}), "regnet_x_16gf": ("regnet_x_16gf", {}),
+    "regnet_x_32gf": ("regnet_x_32gf", {}),
 }
+
+# spec file -> the input size torchvision's weights were trained at (weights.transforms().crop_size; the spec's
+# own `input` line says the same, test_zoo checks both); a model not listed is 224x224
+INPUT_SIZE = {"inception_v3": 299}
+
+
+def input_size(name: str) -> int:
+    return INPUT_SIZE.get(name, 224)
+
+
+# Torchvision models whose checks against a full torchvision model take seconds (a forward pass at full size
+# over ~1.5 s on a 2-core CPU, or ~100M weights to initialise twice): those checks run with -m slow, and CI
+# compares their structure at 80x80 instead (test_zoo).
+SLOW_TORCHVISION = {"resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+                    "regnet_x_16gf", "regnet_x_32gf"}
+
+# Specs that add no op, block form or layout to a lighter spec of their family (value): the tests that run
+# every spec (shapes, ONNX export and import, ...) run them with -m slow, so CI time goes to one of each family.
+SIBLINGS = {
+    "resnext101_32x8d": "resnext50_32x4d", "resnext101_64x4d": "resnext50_32x4d",
+    "wide_resnet50_2": "resnet50", "wide_resnet101_2": "resnet101",
+    "densenet161": "densenet121", "densenet169": "densenet121", "densenet201": "densenet121",
+    "squeezenet1_0": "squeezenet1_1",
+    "mnasnet0_75": "mnasnet0_5", "mnasnet1_0": "mnasnet0_5", "mnasnet1_3": "mnasnet0_5",
+    "regnet_x_800mf": "regnet_x_400mf", "regnet_x_1_6gf": "regnet_x_400mf", "regnet_x_3_2gf": "regnet_x_400mf",
+    "regnet_x_8gf": "regnet_x_400mf", "regnet_x_16gf": "regnet_x_400mf", "regnet_x_32gf": "regnet_x_400mf",
+}
+
+
+def spec_params(paths=None) -> list:
+    """The spec files as pytest parameters (ids are their names); SIBLINGS are marked slow."""
+    return [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SIBLINGS else [])
+            for p in (SPECS if paths is None else paths)]
+
+
+def torchvision_params(names=None) -> list:
+    """Names from TORCHVISION as pytest parameters; SLOW_TORCHVISION are marked slow."""
+    return [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in SLOW_TORCHVISION else [])
+            for n in sorted(TORCHVISION if names is None else names)]
 
 
 def spec_path(name: str) -> Path:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import cnndsl
-from conftest import SPEC_IDS, SPECS, spec_path
+from conftest import spec_params, spec_path
 from strategies import compiles
 from strategies import spec as random_spec
 
@@ -46,7 +46,7 @@ def check(graph, batches=(1, 3), rtol=1e-4):
         assert np.abs(got - want).max() / scale <= rtol
 
 
-@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("path", spec_params())
 def test_every_spec(path):
     graph = cnndsl.compile(path)
     if graph.input_shape[1] > 64:   # the same network at a smaller size exercises the same emitters

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 import cnndsl
-from conftest import SPECS, TORCHVISION, spec_path
+from conftest import SPECS, TORCHVISION, spec_params, spec_path
 from torch_oracle import measured
 
 np = pytest.importorskip("numpy")
@@ -22,7 +22,7 @@ from cnndsl.backends.from_onnx import import_onnx  # noqa: E402
 ROUND_TRIP = [p for p in SPECS if not p.stem.startswith("vgg") or p.stem in ("vgg16", "vgg16_bn", "vgg16c", "vgg11-lrn")]
 
 
-@pytest.mark.parametrize("path", ROUND_TRIP, ids=[p.stem for p in ROUND_TRIP])
+@pytest.mark.parametrize("path", spec_params(ROUND_TRIP))
 def test_round_trip_spec_onnx_import(path):
     graph = cnndsl.compile(path)
     back = import_onnx(to_onnx(graph))      # the ModelProto itself: no need to serialise 500 MB of VGG

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import cnndsl
-from conftest import TORCHVISION, spec_path
+from conftest import TORCHVISION, input_size, spec_path, torchvision_params
 from torch_oracle import measured
 
 torch = pytest.importorskip("torch")
@@ -16,13 +16,13 @@ def torchvision_model(name):
     return torchvision.models.get_model(ctor, weights=None, **kwargs).eval()
 
 
-@pytest.mark.parametrize("name", sorted(TORCHVISION))
+@pytest.mark.parametrize("name", torchvision_params())
 def test_params_macs_and_structure_match_torchvision(name):
     model = torchvision_model(name)
     report = cnndsl.analyze(cnndsl.compile(spec_path(name)))
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
-    macs, conv_shapes = measured(model)
+    macs, conv_shapes = measured(model, input_size(name))   # the size the spec says and the weights know
     assert report.totals["params"] == params
     assert report.totals["buffers"] == buffers
     assert report.totals["macs"] == macs

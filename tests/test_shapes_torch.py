@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, event, given, settings
 
 import cnndsl
 from cnndsl.ir.names import module_paths
-from conftest import SPEC_IDS, SPECS
+from conftest import spec_params
 from strategies import compiles, sequential_spec
 from strategies import spec as random_spec
 
@@ -26,7 +26,7 @@ def check_against_torch(graph, batch=2):
         assert tuple(outs[n.name].shape) == (batch,) + n.shape, n.name
 
 
-@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("path", spec_params())
 def test_every_spec_shapes_match_forward(path):
     graph = cnndsl.compile(path)
     if graph.input_shape[1] > 64:   # keep CI fast: the same network at a smaller size exercises the same rules
