@@ -32,6 +32,8 @@ TORCHVISION = {
     "regnet_x_1_6gf": ("regnet_x_1_6gf", {}), "regnet_x_3_2gf": ("regnet_x_3_2gf", {}),
     "regnet_x_8gf": ("regnet_x_8gf", {}), "regnet_x_16gf": ("regnet_x_16gf", {}),
     "regnet_x_32gf": ("regnet_x_32gf", {}),
+    "shufflenet_v2_x0_5": ("shufflenet_v2_x0_5", {}), "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", {}),
+    "shufflenet_v2_x1_5": ("shufflenet_v2_x1_5", {}), "shufflenet_v2_x2_0": ("shufflenet_v2_x2_0", {}),
 }
 
 # spec file -> the input size torchvision's weights were trained at (weights.transforms().crop_size; the spec's
@@ -59,6 +61,8 @@ SIBLINGS = {
     "mnasnet0_75": "mnasnet0_5", "mnasnet1_0": "mnasnet0_5", "mnasnet1_3": "mnasnet0_5",
     "regnet_x_800mf": "regnet_x_400mf", "regnet_x_1_6gf": "regnet_x_400mf", "regnet_x_3_2gf": "regnet_x_400mf",
     "regnet_x_8gf": "regnet_x_400mf", "regnet_x_16gf": "regnet_x_400mf", "regnet_x_32gf": "regnet_x_400mf",
+    "shufflenet_v2_x1_0": "shufflenet_v2_x0_5", "shufflenet_v2_x1_5": "shufflenet_v2_x0_5",
+    "shufflenet_v2_x2_0": "shufflenet_v2_x0_5",
 }
 
 
