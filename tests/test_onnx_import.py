@@ -160,7 +160,8 @@ def test_weights_that_do_not_fit_name_the_spec_and_its_line(tmp_path, cli, monke
 
 def test_activations_written_as_several_nodes_import_only_in_their_exact_form():
     """x * Sigmoid(x) is silu; x * Sigmoid(y) with another y, or a Sigmoid also read elsewhere, is not (the
-    rewrite would change what the other reader gets): those are refused, never approximated."""
+    rewrite would change what the other reader gets): those are a sigmoid and a product (mul), never a silu;
+    a product by a constant that is not one factor per channel is refused."""
     from onnx import TensorProto, helper, numpy_helper
 
     def model(nodes, output="y"):
@@ -177,9 +178,10 @@ def test_activations_written_as_several_nodes_import_only_in_their_exact_form():
     shared = model([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["m"]),
                     helper.make_node("Add", ["m", "s"], ["y"])])
     scaled = model([helper.make_node("Mul", ["c", "w"], ["y"])])
-    for bad in (other, shared, scaled):
-        with pytest.raises(cnndsl.CnnDslError, match="Mul|multiplies|scales"):
-            import_onnx(bad)
+    assert [n.op for n in import_onnx(other).nodes] == ["input", "conv", "sigmoid", "mul"]
+    assert [n.op for n in import_onnx(shared).nodes] == ["input", "conv", "sigmoid", "mul", "add"]
+    with pytest.raises(cnndsl.CnnDslError, match="Mul|multiplies|scales"):
+        import_onnx(scaled)
 
 
 def test_single_node_activations_follow_their_module_declaration():

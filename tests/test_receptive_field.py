@@ -10,10 +10,17 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 
+def _spread(n: int):
+    """n positive factors from 0.5 to 1.5, fixed and in no pattern (so no two channels are copies)."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64) + 0.5
+
+
 def positive_model(graph, nodes):
     """The spec's torch model with every weight positive, max-pools as average pools (same windows) and
     ReLU6 as ReLU (a residual stack of positive values passes 6), so no gradient path cancels or is cut:
-    a pixel influences an output exactly when it lies in its field."""
+    a pixel influences an output exactly when it lies in its field. Weights differ from channel to channel, and a
+    layer norm's weights from each other: a layer norm is blind to a change shared by all channels (and the sum
+    of its outputs under equal weights is a constant), so equal channels would hide every field through it."""
     model = cnndsl.to_torch(graph, return_nodes=nodes).double().eval()
 
     def swap(parent):
@@ -30,9 +37,12 @@ def positive_model(graph, nodes):
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.fill_(1.0 / m.weight[0].numel())
+                m.weight.copy_(_spread(m.weight.numel()).view(m.weight.shape) / m.weight[0].numel())
                 if m.bias is not None:
                     m.bias.fill_(0.01)
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.copy_(_spread(m.weight.numel()))
+                m.bias.fill_(0.01)
     return model
 
 

@@ -137,7 +137,8 @@ def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
             rf[n.name] = RF((1, 1), (1, 1), (0, 0), n.shape[1:3] if len(n.shape) == 3 else (1, 1))
             continue
         if len(n.inputs) > 1:
-            rf[n.name] = _merge(n.name, [rf[i] for i in n.inputs], bad)
+            grid = n.shape[1:3] if len(n.shape) == 3 else (1, 1)
+            rf[n.name] = _merge(n.name, [rf[i] for i in n.inputs], bad, grid)
             continue
         src = rf[n.inputs[0]]
         op = OPS[n.op]
@@ -181,8 +182,10 @@ def unit_fields(g: Graph) -> dict[str, tuple[tuple[list, list], tuple[list, list
         if len(srcs) > 1:          # a merge: the union of its inputs' fields, unit by unit
             axes = []
             for axis in (0, 1):
-                lo = [min(vals) for vals in zip(*(fields[s.name][axis][0] for s in srcs))]
-                hi = [max(vals) for vals in zip(*(fields[s.name][axis][1] for s in srcs))]
+                # an input with one unit along the axis (a C x 1 x 1 gate) is broadcast to every unit
+                count = max(len(fields[s.name][axis][0]) for s in srcs)
+                lo = [min(vals) for vals in zip(*(_broadcast(fields[s.name][axis][0], count) for s in srcs))]
+                hi = [max(vals) for vals in zip(*(_broadcast(fields[s.name][axis][1], count) for s in srcs))]
                 axes.append((lo, hi))
             fields[n.name] = tuple(axes)
             continue
@@ -214,6 +217,10 @@ def unit_fields(g: Graph) -> dict[str, tuple[tuple[list, list], tuple[list, list
     return fields
 
 
+def _broadcast(values: list, count: int) -> list:
+    return values * count if len(values) == 1 else values
+
+
 def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) -> tuple[dict[str, RF], Optional[dict]]:
     """The receptive-field table made exact where its units are not one grid.
 
@@ -227,6 +234,8 @@ def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) ->
     for n in g.nodes:
         if n.inputs and OPS[n.op].irregular(n.attrs, g[n.inputs[0]].shape):
             odd.add(n.name)
+        elif len(n.inputs) > 1 and any(g[i].shape[1:] != n.shape[1:] for i in n.inputs):
+            odd.add(n.name)      # a merge that broadcasts a C x 1 x 1 input: each unit joins its own field to it
     if not odd:
         return rf, None
     fields = unit_fields(g)
@@ -250,8 +259,12 @@ def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) ->
     return out, fields
 
 
-def _merge(name: str, ins: list[RF], bad: list[Misalignment]) -> RF:
+def _merge(name: str, ins: list[RF], bad: list[Misalignment], grid: tuple[int, int]) -> RF:
+    """The union of the inputs' fields. An input of one unit broadcast over a larger grid (a gate) joins every
+    unit: no misalignment, and exact_fields gives each unit its field."""
     size, jump, pad = [], [], []
+    gates = [r for r in ins if r.grid == (1, 1) != grid]
+    ins = [r for r in ins if r.grid != (1, 1) or grid == (1, 1)]
     for i in (0, 1):
         starts = [-r.padding[i] for r in ins]
         ends = [-r.padding[i] + r.size[i] - 1 for r in ins]
@@ -262,11 +275,12 @@ def _merge(name: str, ins: list[RF], bad: list[Misalignment]) -> RF:
             what = f"strides {sorted(jumps)}" if len(jumps) > 1 else \
                 f"fields centred {sorted(c / 2 for c in centres)} px apart along the {axis}"
             bad.append(Misalignment(name, f"merge '{name}' joins unaligned inputs ({what})"))
-        start, end = min(starts), max(ends)
+        start = min(starts + [-r.padding[i] for r in gates])
+        end = max(ends + [-r.padding[i] + r.size[i] - 1 for r in gates])
         size.append(end - start + 1)
         pad.append(-start)
         jump.append(max(jumps))
-    return RF(tuple(size), tuple(jump), tuple(pad), ins[0].grid)
+    return RF(tuple(size), tuple(jump), tuple(pad), grid)
 
 
 def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligned: list[Misalignment]) -> list[dict]:
@@ -314,8 +328,12 @@ def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligne
 
 
 def _classifier_input(g: Graph):
-    """The last spatial node before the network collapses space (flatten, fc or global pooling)."""
-    for n in g.nodes:
+    """The last spatial node before the network collapses space for good (flatten, fc or global pooling with no
+    feature map larger than 1x1 after it: the pooling of a squeeze-and-excitation gate, whose product is a feature
+    map again, is no classifier)."""
+    nodes = g.nodes
+    last_map = max((i for i, n in enumerate(nodes) if len(n.shape) == 3 and n.shape[1] * n.shape[2] > 1), default=-1)
+    for n in nodes[last_map + 1:]:
         if OPS[n.op].starts_classifier(n.attrs):
             src = g[n.inputs[0]]
             return src.name if len(src.shape) == 3 else None

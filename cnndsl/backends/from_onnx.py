@@ -22,7 +22,7 @@ from .. import limits
 from ..errors import CnnDslError, printable
 from ..files import NotRegularFile, open_regular, read_at_most
 from ..ir import Graph, make_node, verify
-from ..ir.ops import ACTIVATIONS, IMPORTS, OPS, OpError, adaptive_window, fmt_shape
+from ..ir.ops import ACTIVATIONS, IMPORTS, OPS, LayerArgs, OpError, adaptive_window, fmt_shape
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, "
              "BatchNormalization, Relu, Clip(0,6), Tanh, Sigmoid, Elu, LeakyRelu, Gelu, HardSwish, Add, Sum, "
@@ -33,7 +33,11 @@ SUPPORTED = ("Conv, Gemm, MatMul (+Add), MaxPool, AveragePool, GlobalAveragePool
              "Split on channels, Reshape + Transpose + Reshape (channel shuffle), Shape/Gather/Unsqueeze/Cast/Concat "
              "and integer Add/Sub/Mul/Div on sizes (as torch.onnx writes them), HardSigmoid, "
              "Mish, and the forms activations take at older opsets: x * Sigmoid(x) (silu), x * HardSigmoid(x) "
-             "(hardswish), x * Tanh(Softplus(x)) (mish), x/2 * (1 + Erf(x / sqrt 2)) (gelu)")
+             "(hardswish), x * Tanh(Softplus(x)) (mish), x/2 * (1 + Erf(x / sqrt 2)) and x * (1 + Erf(x / sqrt 2)) "
+             "/ 2 (gelu); Mul of two values (mul) and by one factor per channel (layer scale); LayerNormalization "
+             "over channels and its ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add form (layer norm), on "
+             "channels-last values between Transposes 0,2,3,1 and 0,3,1,2 as torch.onnx writes LayerNorm2d, where "
+             "MatMul (+Add) is a 1x1 convolution (ConvNeXt's pointwise layers)")
 
 MAX_FILE_BYTES = 2 << 30     # protobuf cannot parse a larger message; larger weights belong in external data
 MAX_VALUES = 64              # elements of a tensor whose values are read (a Reshape target, pads, axes, bounds)
@@ -54,16 +58,24 @@ OPSPEC: dict[str, tuple] = {
     "Softplus": (1, 1, 1, ()),
     "Mul": (2, 2, 1, ("axis", "broadcast") + _OLD), "Div": (2, 2, 1, ("axis", "broadcast") + _OLD),
     "Erf": (1, 1, 1, ()),
+    "Sqrt": (1, 1, 1, _OLD), "Pow": (2, 2, 1, ("axis", "broadcast")),     # a layer norm at older opsets
     # shape arithmetic (exporters compute Slice bounds and Reshape targets from the input's Shape)
     "Shape": (1, 1, 1, ("start", "end")), "Gather": (2, 2, 1, ("axis",)), "Unsqueeze": (1, 2, 1, ("axes",)),
     "Cast": (1, 1, 1, ("to", "saturate")), "Sub": (2, 2, 1, ("axis", "broadcast") + _OLD),
 }
 _FOLDED = frozenset(["Add", "Sub", "Mul", "Div", "Concat"])     # folded when every input is a known integer
+# what may read a channels-last value: ops that compute the same in either layout (elementwise), or over the
+# channel axis where they say so (layer norm and its pieces), MatMul over the channels, and the Transpose back
+_CHANNELS_LAST = frozenset(["Transpose", "LayerNormalization", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt",
+                            "ReduceMean", "Erf", "Softplus", "Tanh", "Identity", "Clip", "Gelu", "Dropout"])
 
 # Node types read by the op modules themselves (each family's ONNX_IMPORTS, collected in cnndsl.ir.ops.IMPORTS)
 for _type, _import in IMPORTS.items():
     assert _type not in OPSPEC, f"ONNX {_type} is read twice"
     OPSPEC[_type] = (_import.inputs[0], _import.inputs[1], _import.outputs, tuple(_import.attrs))
+
+# a Transpose to channels last and back is read here (_to_channels_last); others by their family
+OPSPEC.setdefault("Transpose", (1, 1, 1, ("perm",)))
 
 # Activations read back from one ONNX op each, as their op module declares (cnndsl.ir.ops.activation)
 ACTIVATION_IMPORTS = {op.onnx_type: op for op in ACTIVATIONS.values() if op.onnx_type}
@@ -195,6 +207,11 @@ class _Importer:
         self.symbolic: dict[str, np.ndarray] = {}
         # a channel shuffle's first Reshape and Transpose: ONNX value -> (stage, IR source, groups, dims after N)
         self.shuffles: dict[str, tuple] = {}
+        # channels-last values: a Transpose 0, 2, 3, 1 of a feature map (LayerNorm2d, a ConvNeXt block's pointwise
+        # layers) and what is computed from it, until the Transpose 0, 3, 1, 2 back; each aliases its IR node
+        self.nhwc: set[str] = set()
+        self.layout_free = False               # while a node that reads channels-last values is read
+        self.pointwise: set[str] = set()       # IR convolutions read from a MatMul over channels (bias follows)
 
     # ------------------------------------------------------------ helpers --
     text = staticmethod(lambda value: _text(value))       # a string from the file, as text
@@ -211,6 +228,12 @@ class _Importer:
 
     def src(self, value) -> str:
         if value in self.alias:
+            if value in self.nhwc and not self.layout_free:
+                raise self.fail(f"the value {_show(value)} is in channels-last layout (a Transpose of a feature map) "
+                                "where cnndsl expects channels first",
+                                "cnndsl imports channels-last values only inside a LayerNorm2d or a ConvNeXt block: "
+                                "Transpose 0, 2, 3, 1, then layer norm, MatMul (+Add), activations, Transpose "
+                                "0, 3, 1, 2")
             return self.alias[value]
         if value in self.symbolic:
             raise self.fail(f"the value {_show(value)}, computed from sizes, is used as a feature map")
@@ -222,8 +245,8 @@ class _Importer:
                             "cnndsl imports a Pad only as the padding of the AveragePool after it")
         if value in self.parts:
             raise self.fail(f"the value {_show(value)} ({self.parts[value][0]}) is used on its own",
-                            "cnndsl imports Softplus, Erf and Mul/Div/Add by a constant only as parts of mish "
-                            "and gelu, written as its exporter writes them")
+                            "cnndsl imports Softplus, Erf, Sub, Pow, Sqrt, ReduceMean and Mul/Div/Add by a constant "
+                            "only as parts of mish, gelu and layer norm, written as their exporters write them")
         if value in self.shuffles:
             raise self.fail(f"the value {_show(value)}, part of a channel shuffle, is used on its own",
                             "cnndsl imports a 5-D Reshape and Transpose only as a channel shuffle: Reshape to "
@@ -612,6 +635,10 @@ class _Importer:
             raise self.fail(f"the model has {len(outputs)} outputs; cnndsl imports single-output CNNs")
         if outputs[0] not in self.alias:
             raise self.fail(f"the output {_show(outputs[0])} is not produced by a supported node")
+        if outputs[0] in self.nhwc:
+            raise self.fail(f"the output {_show(outputs[0])} is in channels-last layout",
+                            "cnndsl imports channels-last values only between a Transpose 0, 2, 3, 1 and its "
+                            "Transpose 0, 3, 1, 2 back")
         declared = g.output[0].type.tensor_type.elem_type
         if g.output[0].type.HasField("tensor_type") and declared != self.elem:
             raise self.fail(f"the output {_show(outputs[0])} is declared as {_type_name(declared)}, but the model "
@@ -662,7 +689,11 @@ class _Importer:
         self.types(node, schema)
         try:
             handler = getattr(self, "n_" + op, None)
-            if op in _FOLDED and self.fold(node, a, op):
+            if self.nhwc and any(v in self.nhwc for v in node.input):
+                self._channels_last(node, a, op)
+            elif op == "Transpose" and self._to_channels_last(node, a):
+                pass
+            elif op in _FOLDED and self.fold(node, a, op):
                 pass
             elif handler is not None:
                 handler(node, a)
@@ -731,15 +762,18 @@ class _Importer:
                 raise self.fail(f"{self.label(node)} is not part of a gelu (1 + erf)")
             self.parts[node.output[0]] = ("1+erf", self.parts[erf[0]][1])
             return
-        if consts:      # MatMul + Add(bias): the bias of a linear layer
+        if consts and len(consts) < len(node.input) and self._layer_norm_add(node, consts[0]):
+            return
+        if consts:      # MatMul + Add(bias): the bias of a linear layer (or of a 1x1 conv over channels last)
             if len(consts) == len(node.input):
                 raise self.fail(f"{self.label(node)} adds constants only")
             value = node.input[1 - consts[0]]
             other = self.src(value)
             row = self.rows[-1]
             bias = self.dims(node, consts[0], "bias")
-            if row[0] == other and row[1] == "fc" and not row[3]["bias"] and bias in ((row[3]["out"],),
-                                                                                      (1, row[3]["out"])):
+            pointwise = row[1] == "conv" and row[0] in self.pointwise and value in self.nhwc
+            if row[0] == other and (row[1] == "fc" or pointwise) and not row[3]["bias"] and (
+                    bias in ((row[3]["out"],), (1, row[3]["out"])) or (pointwise and self._per_channel(bias, value))):
                 # the bias becomes part of the layer: anything else reading the layer's output would get it too
                 if self.made.get(other) != value or self.uses.get(value, 0) != 1:
                     raise self.fail(f"{self.label(node)} adds a bias to {_show(value)}, which is also used "
@@ -1002,9 +1036,14 @@ class _Importer:
         self.parts[node.output[0]] = ("erf", x)
 
     def n_Div(self, node, a):
+        self.int_(node, a, "axis")
+        self.int_(node, a, "broadcast")
+        if self._layer_norm_div(node):
+            return
         value = self.scalar(node, 1, "divisor") if node.input[1] in self.consts else None
         if value is None or abs(value - 2 ** 0.5) > 1e-6:
-            raise self.fail(f"{self.label(node)} is not part of a gelu (x / sqrt 2)")
+            raise self.fail(f"{self.label(node)} is not part of a gelu (x / sqrt 2) or a layer norm "
+                            "((x - mean) / sqrt(var + eps))")
         self.parts[node.output[0]] = ("x/sqrt2", self.data(node))
 
     def _rewrite_last(self, node, x: str, gate: str, was: str, now: str) -> bool:
@@ -1021,18 +1060,26 @@ class _Importer:
         self.int_(node, a, "axis")
         self.int_(node, a, "broadcast")
         p, q = node.input
+        if p in self.consts and q in self.consts:
+            raise self.fail(f"{self.label(node)} multiplies constants only")
         for first, second in ((p, q), (q, p)):
-            if first in self.consts and second not in self.consts:     # x * 0.5: half of a gelu's input
-                if abs((self.scalar(node, list(node.input).index(first), "factor") or 0) - 0.5) < 1e-9:
-                    self.parts[node.output[0]] = ("x/2", self.src(second))
-                    return
-                raise self.fail(f"{self.label(node)} scales by a constant other than a gelu's 1/2")
+            if first in self.consts:
+                return self._mul_by_constant(node, list(node.input).index(first), second)
         parts = {self.parts.get(v, (None, None))[0]: v for v in (p, q) if v in self.parts}
         if set(parts) == {"x/2", "1+erf"}:                              # x/2 * (1 + erf(x / sqrt 2)): gelu
             x = {self.parts[v][1] for v in parts.values()}
             if len(x) == 1 and all(self._single_use(v) for v in parts.values()):
                 self.add(node, "gelu", [x.pop()], {})
                 return
+        if set(parts) == {"1+erf"} and p != q:      # x * (1 + erf(x / sqrt 2)), halved next: torch.onnx's gelu
+            gate = parts["1+erf"]
+            x_value = q if gate == p else p
+            if x_value in self.alias and self.src(x_value) == self.parts[gate][1] and self._single_use(gate):
+                self.parts[node.output[0]] = ("x(1+erf)", self.parts[gate][1])
+                return
+        if p == q and set(parts) == {"ln centered"}:                    # (x - mean) * (x - mean): a layer norm's
+            self.parts[node.output[0]] = ("ln sq", (self.parts[p][1], p, 3))    # read here twice and by the Div
+            return
         for x_value, gate in ((p, q), (q, p)):
             if x_value in self.parts or x_value in self.consts:
                 continue
@@ -1043,8 +1090,227 @@ class _Importer:
             if self._rewrite_last(node, x, gate, "sigmoid", "silu") or \
                     self._rewrite_last(node, x, gate, "hardsigmoid", "hardswish"):
                 return
-        raise self.fail(f"{self.label(node)} multiplies values; cnndsl imports Mul only as part of silu, "
-                        "hardswish, mish or gelu", f"cnndsl imports: {SUPPORTED}")
+        self._mul(node, p, q)
+
+    def _mul(self, node, p: str, q: str) -> None:
+        """The product of two values: a mul (one of them may be C x 1 x 1, broadcast); a chain of products, each
+        read only by the next, is one mul of all their inputs (as ONNX's two-input Mul writes mul(a, b, c))."""
+        inputs = [self.src(p), self.src(q)]
+        row = self.rows[-1]
+        for i, value in enumerate((p, q)):
+            if p != q and row[1] == "mul" and row[0] == inputs[i] and self.made.get(row[0]) == value and \
+                    self._single_use(value):
+                joined = row[2] + (inputs[1 - i],)
+                try:
+                    shape = tuple(OPS["mul"].shape({}, [self.shape[v] for v in joined]))
+                except OpError as e:
+                    raise self.fail(f"{self.label(node)}: {e.message}") from None
+                row[2], row[4] = joined, shape
+                self.shape[row[0]] = shape
+                self.alias[node.output[0]] = row[0]
+                self.made[row[0]] = node.output[0]
+                return
+        self.add(node, "mul", inputs, {})
+
+    def _mul_by_constant(self, node, index: int, value: str) -> None:
+        """`value` times the constant at input `index`: the 1/2 of a gelu, a layer norm's weight, or one factor
+        per channel (a layer scale)."""
+        form, of = self.parts.get(value, (None, None))
+        dims = self.dims(node, index, "factor")
+        half = math.prod(dims) == 1 and len(dims) <= 1 and abs(self.scalar(node, index, "factor") - 0.5) < 1e-9
+        if form == "ln normed":
+            if not self._single_use(value) or not self._per_channel(dims, of[0]):
+                raise self.fail(f"{self.label(node)} does not scale a layer norm by one weight per channel")
+            self.parts[node.output[0]] = ("ln scaled", of)
+            return
+        if form == "x(1+erf)" and half and self._single_use(value):      # x * (1 + erf(x / sqrt 2)) / 2
+            self.add(node, "gelu", [of], {})
+            return
+        if half and value not in self.parts:                             # x * 0.5: half of a gelu's input
+            self.parts[node.output[0]] = ("x/2", self.src(value))
+            return
+        src = self.src(value)
+        if self._per_channel(dims, value):
+            from ..ir.ops.scale import read_layer_scale
+            return read_layer_scale(self, node, src)
+        raise self.fail(f"{self.label(node)} scales by a constant of {fmt_shape(dims)}, neither a gelu's 1/2 nor "
+                        f"one factor per channel of its N x {fmt_shape(self.shape[src])} input (a layer scale)")
+
+    def _per_channel(self, dims, value: str) -> bool:
+        """Whether a constant of `dims` holds one number per channel of the feature value `value`, as ONNX
+        broadcasts it: C x 1 x 1 on N x C x H x W; C (with leading ones) on a vector or a channels-last value."""
+        if dims is None:
+            return False
+        shape = self.shape[self.alias[value]]
+        c, dims = shape[0], tuple(dims)
+        if len(shape) == 1 or value in self.nhwc:
+            return len(dims) <= len(shape) + 1 and dims[-1:] == (c,) and all(d == 1 for d in dims[:-1])
+        return dims in ((c, 1, 1), (1, c, 1, 1))
+
+    # ----------------------------- channels last: LayerNorm2d, ConvNeXt's pointwise layers --
+    def channels_last(self, value: str) -> bool:
+        """Whether an ONNX value is in channels-last layout (N x H x W x C of its IR node's C x H x W)."""
+        return value in self.nhwc
+
+    def _to_channels_last(self, node, a) -> bool:
+        """A Transpose 0, 2, 3, 1 of a feature map (its output is then channels-last), or of a constant (a weight
+        transposed for a MatMul, as torch.onnx writes it without constant folding). False: another Transpose,
+        left to its family's reader."""
+        value = node.input[0]
+        perm = self.ints(node, a, "perm", low=None, high=1 << 62)
+        if value in self.consts:
+            self._transposed_constant(node, perm)
+            return True
+        if value in self.alias and perm == (0, 2, 3, 1) and len(self.shape[self.alias[value]]) == 3:
+            self.alias[node.output[0]] = self.alias[value]
+            self.nhwc.add(node.output[0])
+            return True
+        if "Transpose" not in IMPORTS:
+            self.src(value)
+            raise self.fail(f"{self.label(node)} transposes a feature map other than to channels last (0, 2, 3, 1)")
+        return False
+
+    def _transposed_constant(self, node, perm) -> None:
+        name = node.input[0]
+        t = self.consts[name]
+        if isinstance(t, np.ndarray):
+            dims, dtype = tuple(t.shape), t.dtype
+        else:
+            dims, dtype = self.storage(node, name, t), _np_dtype(t.data_type)
+        perm = tuple(reversed(range(len(dims)))) if perm is None else perm
+        if sorted(perm) != list(range(len(dims))):
+            raise self.fail(f"{self.label(node)}: perm {list(perm)[:8]} does not order the {len(dims)} axes of "
+                            f"its {fmt_shape(dims)} input")
+        if math.prod(dims) <= MAX_VALUES:
+            self.consts[node.output[0]] = np.transpose(self.values(node, 0, "tensor", rank=None), perm)
+        else:       # a weight, read as its shape only: a stand-in of the transposed shape that holds nothing
+            self.consts[node.output[0]] = np.broadcast_to(np.zeros((), dtype), tuple(dims[i] for i in perm))
+
+    def _channels_last(self, node, a, op: str) -> None:
+        """A node that reads a channels-last value: the Transpose back, a MatMul over the channels (a 1x1
+        convolution), or an op that computes the same in either layout (elementwise, or over the channel axis
+        where it says so); its output stays channels-last."""
+        value = next(v for v in node.input if v in self.nhwc)
+        if op not in _CHANNELS_LAST and op not in ACTIVATION_IMPORTS:
+            raise self.fail(f"{self.label(node)} reads the channels-last value {_show(value)}",
+                            "cnndsl imports channels-last values only inside a LayerNorm2d or a ConvNeXt block: "
+                            "layer norm, MatMul (+Add), activations, then Transpose 0, 3, 1, 2")
+        mixed = [v for v in node.input if v and v not in self.nhwc and v not in self.consts]
+        if mixed:
+            raise self.fail(f"{self.label(node)} joins the channels-last value {_show(value)} and the "
+                            f"channels-first value {_show(mixed[0])}")
+        self.layout_free = True
+        try:
+            if op == "Transpose":
+                perm = self.ints(node, a, "perm", low=None, high=1 << 62)
+                if perm != (0, 3, 1, 2):
+                    raise self.fail(f"{self.label(node)} has perm {list(perm) if perm else 'reversed'}; a "
+                                    "channels-last value goes back with perm 0, 3, 1, 2")
+                self.alias[node.output[0]] = self.src(value)       # channels first again
+                return
+            if op == "MatMul":
+                self._pointwise(node)
+            elif hasattr(self, "n_" + op):
+                getattr(self, "n_" + op)(node, a)
+            elif op in IMPORTS:
+                IMPORTS[op].read(self, node, a)
+            else:
+                self._activation(node, a)
+        finally:
+            self.layout_free = False
+        self.nhwc.add(node.output[0])
+
+    def _pointwise(self, node) -> None:
+        """MatMul of a channels-last value by a C x D weight: a 1x1 convolution to D channels (nn.Linear on
+        N x H x W x C, ConvNeXt's pointwise layers); its bias is the Add after it."""
+        src = self.data(node)
+        shape = self.shape[src]
+        weight = self.dims(node, 1, "weight", required=True)
+        if len(weight) != 2 or weight[0] != shape[0]:
+            raise self.fail(f"{self.label(node)}: its {fmt_shape(weight)} weight does not map the {shape[0]:,} "
+                            "channels of its channels-last input", "a pointwise layer's weight is C x D")
+        self.within(node, "the output channel count", (weight[1],), 1, limits.MAX_DIM)
+        try:
+            attrs = OPS["conv"].build(LayerArgs("conv", 1, weight[1], None, {"bias": False}), shape)
+        except OpError as e:
+            raise self.fail(f"{self.label(node)}: {e.message}") from None
+        self.pointwise.add(self.add(node, "conv", [src], attrs))
+
+    # --------------------- layer norm at older opsets: ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add --
+    # over the channel axis (the last of a channels-last value or a vector, 1 of N x C x H x W); each piece is read
+    # by the next only, and the pieces of one layer norm name the same x
+    def _layer_norm_mean(self, node, axis: int) -> None:
+        """ReduceMean over the channels, keeping them: mean(x), or mean((x - mean)^2), a layer norm's variance."""
+        value = node.input[0]
+        form, of = self.parts.get(value, (None, None))
+        x = of[0] if form == "ln sq" else value
+        shape = self.shape[self.src(x)]
+        rank = len(shape) + 1
+        channel = rank - 1 if x in self.nhwc or len(shape) == 1 else 1
+        if not -rank <= axis < rank or axis % rank != channel:
+            raise self.fail(f"{self.label(node)} averages over axis {axis} of its {'channels-last ' * (x in self.nhwc)}"
+                            f"rank-{rank} input; cnndsl imports ReduceMean outside adaptive pooling only as a layer "
+                            "norm's mean over the channels", f"cnndsl imports: {SUPPORTED}")
+        if form == "ln sq":
+            if not self._single_use(value):
+                raise self.fail(f"{self.label(node)}: the squares it averages are also read elsewhere")
+            self.parts[node.output[0]] = ("ln var", of)
+        else:
+            self.parts[node.output[0]] = ("ln mean", x)
+
+    def _layer_norm_add(self, node, index: int) -> bool:
+        """var + eps, or the bias after the weight (then the layer norm is whole); False for other Adds."""
+        value = node.input[1 - index]
+        form, of = self.parts.get(value, (None, None))
+        if form not in ("ln var", "ln scaled"):
+            return False
+        if not self._single_use(value):
+            raise self.fail(f"{self.label(node)}: the layer norm piece {_show(value)} is also read elsewhere")
+        if form == "ln var":
+            from ..ir.ops.norm import layer_norm_eps
+            eps = layer_norm_eps(self, node, self.scalar(node, index, "epsilon"))
+            self.parts[node.output[0]] = ("ln var+eps", of + (eps,))
+            return True
+        x, eps = of
+        if not self._per_channel(self.dims(node, index, "bias"), x):
+            raise self.fail(f"{self.label(node)} does not add one bias per channel to a layer norm")
+        self.add(node, "layernorm", [self.src(x)], {"eps": eps})
+        return True
+
+    def n_Pow(self, node, a):
+        self.int_(node, a, "axis")
+        self.int_(node, a, "broadcast")
+        centered = node.input[0]
+        form, x = self.parts.get(centered, (None, None))
+        exponent = self.scalar(node, 1, "exponent") if node.input[1] in self.consts else None
+        if form != "ln centered" or exponent != 2.0:
+            if form is None:
+                self.src(centered)
+            raise self.fail(f"{self.label(node)} is not part of a layer norm ((x - mean) ^ 2)",
+                            f"cnndsl imports: {SUPPORTED}")
+        self.parts[node.output[0]] = ("ln sq", (x, centered, 2))     # x - mean is read here and by the Div
+
+    def n_Sqrt(self, node, a):
+        value = node.input[0]
+        form, of = self.parts.get(value, (None, None))
+        if form != "ln var+eps" or not self._single_use(value):
+            if form is None:
+                self.src(value)
+            raise self.fail(f"{self.label(node)} is not part of a layer norm (sqrt(var + eps))",
+                            f"cnndsl imports: {SUPPORTED}")
+        self.parts[node.output[0]] = ("ln std", of)
+
+    def _layer_norm_div(self, node) -> bool:
+        centered, std = node.input
+        form, of = self.parts.get(std, (None, None))
+        if form != "ln std":
+            return False
+        x, piece, reads, eps = of
+        if centered != piece or not self._single_use(std) or self.uses.get(centered, 0) != reads:
+            raise self.fail(f"{self.label(node)} does not divide x - mean by the deviation of the same x, or their "
+                            "pieces are also read elsewhere")
+        self.parts[node.output[0]] = ("ln normed", (x, eps))
+        return True
 
     # ------------------------------------------ uneven adaptive pooling --
     def _axis(self, node, value: int) -> int:
@@ -1081,6 +1347,11 @@ class _Importer:
             axes = self.ints(node, a, "axes", high=1 << 62)
         keep = self.int_(node, a, "keepdims", 1, (0, 1))
         self.int_(node, a, "noop_with_empty_axes", 0, (0, 1))
+        if piece is None and kind == "avg" and axes is not None and np.size(axes) == 1 and keep:
+            return self._layer_norm_mean(node, int(np.ravel(axes)[0]))
+        if piece is None and axes is not None and np.size(axes) == 2 and node.input[0] in self.alias and \
+                sorted(int(v) % 4 for v in np.ravel(axes)) == [2, 3]:
+            return self._global_pool(node, kind, keep)
         if piece is None or axes is None or np.size(axes) != 1 or not keep:
             raise self.fail(f"unsupported ONNX op {node.op_type} (node {_show(node.name)}) outside adaptive pooling",
                             f"cnndsl imports: {SUPPORTED}")
@@ -1088,6 +1359,17 @@ class _Importer:
         if self._axis(node, int(np.ravel(axes)[0])) != axis:
             raise self.fail(f"{self.label(node)} reduces another axis than its Slice")
         self.bands[node.output[0]] = (kind, data, axis, start, end)
+
+    def _global_pool(self, node, kind: str, keep: int) -> None:
+        """ReduceMean/ReduceMax over height and width (torchvision's ShuffleNetV2 head, x.mean([2, 3])): global
+        pooling, and a flatten where the reduced axes are dropped (keepdims=0)."""
+        src = self.data(node)
+        self.spatial(node, src)
+        name = _text(node.name or node.output[0])
+        pooled = self.add(node, f"adaptive_{kind}pool", [src], {"output": (1, 1)},
+                          output=None if keep else f"{node.output[0]}\x00pooled", name=name)
+        if not keep:
+            self.add(node, "flatten", [pooled], {}, name=f"{name}/flatten")
 
     def n_ReduceMean(self, node, a):
         self._reduce(node, a, "avg")

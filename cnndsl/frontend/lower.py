@@ -48,9 +48,10 @@ FUNCTION_SIGNATURES = {"ceil": "ceil(x)", "floor": "floor(x)", "round": "round(x
                        "max": "max(a, b, ...)", "make_divisible": "make_divisible(v, divisor=8, min_value=none)"}
 
 
+MERGE_OPS = {op.merge: name for name, op in OPS.items() if op.merge}     # "cat" -> "concat", "add", "mul"
 MERGES = {"res": "res(body) or res(body, shortcut)", "cat": "cat(branch, branch, ...)",
           "concat": "concat(branch, branch, ...)", "add": "add(branch, branch, ...)", "sum": "sum(branch, branch, ...)",
-          "split": "split(branch, branch, ...)"}
+          "split": "split(branch, branch, ...)", "mul": "mul(branch, branch, ...)"}
 
 
 def _show(value) -> str:
@@ -880,13 +881,12 @@ class _Lowering:
                     outs.append(self.flush(self.lower(branch, start)))
                 finally:
                     self.scope = inner
-            op = "concat" if node.merge in ("cat", "split") else "add"
+            op = MERGE_OPS["cat" if node.merge == "split" else node.merge]     # the op whose `merge` is the word
             try:
                 shape = OPS[op].shape({}, [o.shape for o in outs])
             except OpError:
                 detail = ", ".join(f"branch {i + 1} gives {fmt_shape(o.shape)}" for i, o in enumerate(outs))
-                what = "concatenate" if op == "concat" else "add"
-                need = "the same height and width" if op == "concat" else "the same shape"
+                what, need = OPS[op].merge_verb, OPS[op].merge_need
                 raise self.error(ShapeError, f"cannot {what} branches of mismatched sizes: {detail}", node.span,
                                  f"branches must give {need}") from None
             if shape[0] > limits.MAX_DIM:

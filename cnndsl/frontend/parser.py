@@ -195,6 +195,9 @@ class _ToAst:
     def add(self, c):
         return Branches("add", tuple(c[1:]), _span_of(c))
 
+    def mul(self, c):
+        return Branches("mul", tuple(c[1:]), _span_of(c))
+
     def split(self, c):
         return Branches("split", tuple(c[1:]), _span_of(c))
 
@@ -273,9 +276,9 @@ class _ToAst:
     del _bin
 
 
-_HEADS = frozenset(["WORD", "RES", "CAT", "CONCAT", "ADD", "SUM", "SPLIT", "BLOCK", "PARAM", "USE"])  # what a name starts with
+_HEADS = frozenset(["WORD", "RES", "CAT", "CONCAT", "ADD", "SUM", "MUL", "SPLIT", "BLOCK", "PARAM", "USE"])  # what a name starts with
 _GLUE = _HEADS | frozenset(["INT", "DIMS", "FLOAT"])          # what may be glued to it, without a space
-_MERGES = frozenset(["RES", "CAT", "CONCAT", "ADD", "SUM", "SPLIT"])   # keywords only before '(': a name elsewhere
+_MERGES = frozenset(["RES", "CAT", "CONCAT", "ADD", "SUM", "MUL", "SPLIT"])   # keywords only before '(': a name elsewhere
 _LAYER_WORDS: dict = {}                                        # text -> does it normalize to a layer's word?
 
 
@@ -431,7 +434,7 @@ _FRIENDLY = {
     "VBAR": "'|'", "PLUS": "'+'", "MINUS": "'-'", "SLASH": "'/'", "STAR": "'*'", "PERCENT": "'%'",
     "COMMA": "','", "EQUAL": "'='", "__ANON_0": "'//'", "_NL": "a new line", "$END": "end of input",
     "INPUT": "'input'", "ACTIVATION": "'activation'", "AUGMENT": "'augment'", "BLOCK": "'block'", "RES": "'res'",
-    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'", "SPLIT": "'split'", "PARAM": "'param'", "USE": "'use'",
+    "CAT": "'cat'", "CONCAT": "'concat'", "ADD": "'add'", "SUM": "'sum'", "MUL": "'mul'", "SPLIT": "'split'", "PARAM": "'param'", "USE": "'use'",
     "STRING": 'a quoted file name like "families/resnet.cnn"',
 }
 

@@ -93,7 +93,7 @@ class Res(NamedTuple):
 
 
 class Branches(NamedTuple):
-    merge: str                   # "cat", "add" or "split"
+    merge: str                   # "cat", "add", "mul" (a merge op's word) or "split"
     branches: tuple[Any, ...]
     span: Span
 

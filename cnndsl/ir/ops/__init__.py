@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import activation, channels, conv, linear, merge, norm, pool, regularize, resample, structure
+from . import activation, channels, conv, linear, merge, norm, pool, regularize, resample, scale, structure
 from .activation import ACTIVATIONS, NO_ACTIVATION  # noqa: F401  (the registry re-exports what lowering uses)
 from .base import (GLOBAL, LayerArgs, OnnxImport, Op, OpError, adaptive_window, conv_out, fmt_shape, pool_out,  # noqa: F401
                    sliding_window, widest_adaptive_window)
 
-FAMILIES = (structure, conv, linear, pool, norm, activation, merge, resample, regularize, channels)
+FAMILIES = (structure, conv, linear, pool, norm, activation, merge, resample, regularize, channels, scale)
 
 OPS: dict[str, Op] = {}
 EXAMPLES: dict[str, tuple[str, ...]] = {}      # op name -> spec text the conformance harness builds
