@@ -199,6 +199,24 @@ def test_torch_onnx_export_of_torchvisions_units_imports_as_the_spec(opset, dyna
     assert layers(cnndsl.compile_text(spec)) == layers(graph)
 
 
+def test_torch_onnx_export_of_torchvisions_shufflenet_v2_imports_as_the_spec():
+    """The whole network, as torch.onnx writes it (a dynamic batch; its head's x.mean([2, 3]) is a ReduceMean over
+    height and width): torchvision's counts, and the layers of the library's spec."""
+    from conftest import spec_path
+    from torch_oracle import measured
+    model = torchvision.models.shufflenet_v2_x0_5().eval()
+    back = import_onnx(torch_export(model, (1, 3, 224, 224), 17, True))
+    macs, conv_shapes = measured(model)
+    report = cnndsl.analyze(back)
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters())
+    assert report.totals["macs"] == macs
+    assert [n.shape for n in back.nodes if n.op == "conv"] == conv_shapes
+    path = spec_path("shufflenet_v2_x0_5")
+    if path.exists():
+        spec = cnndsl.compile(path)
+        assert layers(back) == layers(spec) - Counter([("softmax", (), (1000,))])
+
+
 @pytest.mark.parametrize("opset", [13, 17])
 @pytest.mark.parametrize("dynamic", [False, True], ids=["batch1", "batchN"])
 def test_torch_onnx_export_of_channel_shuffle_imports_as_shuffle(opset, dynamic):
@@ -307,6 +325,17 @@ def test_shuffle_pattern_variants_import():
         assert [(n.op, n.attrs) for n in back.nodes[1:]] == [("shuffle", {"groups": 2})], (first, last)
         x = np.random.default_rng(0).standard_normal((1, 6, 4, 4)).astype(np.float32)
         assert np.array_equal(ort_run(model(nodes, inits), x), channel_shuffle(torch.from_numpy(x), 2).numpy())
+
+
+@pytest.mark.parametrize("op,keep", [("ReduceMean", 0), ("ReduceMean", 1), ("ReduceMax", 0)])
+def test_reduce_over_height_and_width_is_global_pooling(op, keep):
+    m = model([h.make_node(op, ["x", "axes"], ["y"], name="pool", keepdims=keep)], [ints("axes", [-1, 2])], opset=18)
+    back = import_onnx(m)
+    kind = "adaptive_avgpool" if op == "ReduceMean" else "adaptive_maxpool"
+    assert [(n.op, n.shape) for n in back.nodes[1:]] == [(kind, (6, 1, 1))] + ([] if keep else [("flatten", (6,))])
+    x = np.random.default_rng(0).standard_normal((1, 6, 4, 4)).astype(np.float32)
+    _, y = run(back, torch.from_numpy(x))
+    assert np.allclose(y.numpy(), ort_run(m, x), atol=1e-6)
 
 
 def _hostile():
