@@ -779,8 +779,11 @@ class _Lowering:
         count = self.value(node.count)
         if isinstance(count, float) and count.is_integer():
             count = int(count)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise self.error(ValueError_, f"repeat count must be a whole number of at least 1, got {count!r}",
+        # a count computed from names (x{n - 1}, x{ceil(n * depth) - 1}) may be 0, leaving the unit out: a family's
+        # stage `first + rest x{n - 1}` of one block; a written count (x0, x{0}) is at least 1
+        least = 0 if not isinstance(node.count, A.Num) else 1
+        if not isinstance(count, int) or isinstance(count, bool) or count < least:
+            raise self.error(ValueError_, f"repeat count must be a whole number of at least {least}, got {count!r}",
                              node.count.span)
         if count > limits.MAX_REPEAT:
             raise self.error(LimitError, f"repeat count {count:,} is beyond the limit of {limits.MAX_REPEAT:,}",
