@@ -1,0 +1,70 @@
+"""All of torchvision's classification zoo in CI, at full size: each spec named after a torchvision model against
+the model built on PyTorch's meta device (no memory, no arithmetic) and run forward there, so that parameters,
+buffers, conv+fc MACs and every convolution's output shape are torchvision's own, for the 128-GFLOP models too."""
+from __future__ import annotations
+
+import pytest
+
+import cnndsl
+from conftest import TORCHVISION, input_size, spec_path
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+def meta_measure(model, size: int):
+    """(params, buffers, MACs, conv output shapes in the order they ran) of a model on the meta device."""
+    macs, shapes = [], []
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
+            shapes.append(tuple(out.shape[1:]))
+        elif isinstance(m, torch.nn.Linear):
+            macs.append(out[0].numel() * m.in_features)
+            if out.dim() == 4:       # a Linear over a channels-last map (ConvNeXt's): a 1x1 convolution
+                shapes.append((out.shape[3], out.shape[1], out.shape[2]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, size, size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    # BatchNorm's num_batches_tracked is a buffer of one element, as cnndsl counts it
+    buffers = sum(b.numel() for b in model.buffers())
+    return params, buffers, sum(macs), shapes, tuple(out.shape[1:])
+
+
+def build_on_meta(ctor: str, kwargs: dict):
+    """torchvision's model with its tensors on the meta device. A builder that computes with tensors while it
+    builds (RegNet's width rules call .tolist()) cannot run there: it builds on the CPU with the weight
+    initialisers switched off (memory is reserved, never written), then moves to the meta device."""
+    try:
+        with torch.device("meta"):
+            return torchvision.models.get_model(ctor, weights=None, **kwargs).eval()
+    except NotImplementedError:
+        pass
+    from unittest import mock
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    with mock.patch.multiple(torch.nn.init, **{n: (lambda tensor, *a, **k: tensor) for n in names}):
+        model = torchvision.models.get_model(ctor, weights=None, **kwargs)
+    return model.to("meta").eval()
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_counts_and_shapes_against_torchvision_on_the_meta_device(name):
+    ctor, kwargs = TORCHVISION[name]
+    model = build_on_meta(ctor, kwargs)
+    size = input_size(name)
+    params, buffers, macs, shapes, out = meta_measure(model, size)
+    report = cnndsl.analyze(cnndsl.compile(spec_path(name)))
+    assert report.graph.input_shape == (3, size, size)
+    assert report.totals["params"] == params
+    assert report.totals["buffers"] == buffers
+    assert report.totals["macs"] == macs
+    ours = [n.shape for n in report.graph.nodes if n.op == "conv"]
+    assert ours == shapes, "convolutions differ in number, order or output shape"
+    assert report.graph.output.shape == out == (1000,)
