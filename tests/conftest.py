@@ -19,6 +19,13 @@ TORCHVISION = {
     "resnet101": ("resnet101", {}), "resnet152": ("resnet152", {}),
     "googlenet": ("googlenet", {"aux_logits": False, "init_weights": False}),
     "mobilenet_v2": ("mobilenet_v2", {}),
+    "mobilenet_v3_large": ("mobilenet_v3_large", {}), "mobilenet_v3_small": ("mobilenet_v3_small", {}),
+    "efficientnet_b0": ("efficientnet_b0", {}), "efficientnet_b1": ("efficientnet_b1", {}),
+    "efficientnet_b2": ("efficientnet_b2", {}), "efficientnet_b3": ("efficientnet_b3", {}),
+    "efficientnet_b4": ("efficientnet_b4", {}), "efficientnet_b5": ("efficientnet_b5", {}),
+    "efficientnet_b6": ("efficientnet_b6", {}), "efficientnet_b7": ("efficientnet_b7", {}),
+    "efficientnet_v2_s": ("efficientnet_v2_s", {}), "efficientnet_v2_m": ("efficientnet_v2_m", {}),
+    "efficientnet_v2_l": ("efficientnet_v2_l", {}),
     "resnext50_32x4d": ("resnext50_32x4d", {}), "resnext101_32x8d": ("resnext101_32x8d", {}),
     "resnext101_64x4d": ("resnext101_64x4d", {}),
     "wide_resnet50_2": ("wide_resnet50_2", {}), "wide_resnet101_2": ("wide_resnet101_2", {}),
@@ -34,11 +41,20 @@ TORCHVISION = {
     "regnet_x_32gf": ("regnet_x_32gf", {}),
     "shufflenet_v2_x0_5": ("shufflenet_v2_x0_5", {}), "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", {}),
     "shufflenet_v2_x1_5": ("shufflenet_v2_x1_5", {}), "shufflenet_v2_x2_0": ("shufflenet_v2_x2_0", {}),
+    "regnet_y_400mf": ("regnet_y_400mf", {}), "regnet_y_800mf": ("regnet_y_800mf", {}),
+    "regnet_y_1_6gf": ("regnet_y_1_6gf", {}), "regnet_y_3_2gf": ("regnet_y_3_2gf", {}),
+    "regnet_y_8gf": ("regnet_y_8gf", {}), "regnet_y_16gf": ("regnet_y_16gf", {}),
+    "regnet_y_32gf": ("regnet_y_32gf", {}), "regnet_y_128gf": ("regnet_y_128gf", {}),
+    "convnext_tiny": ("convnext_tiny", {}), "convnext_small": ("convnext_small", {}),
+    "convnext_base": ("convnext_base", {}), "convnext_large": ("convnext_large", {}),
 }
 
 # spec file -> the input size torchvision's weights were trained at (weights.transforms().crop_size; the spec's
 # own `input` line says the same, test_zoo checks both); a model not listed is 224x224
-INPUT_SIZE = {"inception_v3": 299}
+INPUT_SIZE = {"efficientnet_b1": 240, "efficientnet_b2": 288, "efficientnet_b3": 300, "efficientnet_b4": 380,
+              "efficientnet_b5": 456, "efficientnet_b6": 528, "efficientnet_b7": 600, "efficientnet_v2_s": 384,
+              "efficientnet_v2_m": 480, "efficientnet_v2_l": 480,
+              "inception_v3": 299, "regnet_y_128gf": 384}
 
 
 def input_size(name: str) -> int:
@@ -48,12 +64,24 @@ def input_size(name: str) -> int:
 # Torchvision models whose checks against a full torchvision model take seconds (a forward pass at full size
 # over ~1.5 s on a 2-core CPU, or ~100M weights to initialise twice): those checks run with -m slow, and CI
 # compares their structure at 80x80 instead (test_zoo).
-SLOW_TORCHVISION = {"resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
-                    "regnet_x_16gf", "regnet_x_32gf"}
+SLOW_TORCHVISION = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
+                    "efficientnet_v2_m", "efficientnet_v2_l",
+                    "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+                    "regnet_x_16gf", "regnet_x_32gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf",
+                    "convnext_base", "convnext_large"}
+
+# Slow models too big to build at all in CI (regnet_y_128gf: 645M weights, 2.6 GB in float32): CI checks their
+# published metadata only (test_zoo), and everything else runs with -m slow.
+HUGE_TORCHVISION = {"regnet_y_128gf"}
 
 # Specs that add no op, block form or layout to a lighter spec of their family (value): the tests that run
 # every spec (shapes, ONNX export and import, ...) run them with -m slow, so CI time goes to one of each family.
 SIBLINGS = {
+    "efficientnet_b1": "efficientnet_b0", "efficientnet_b2": "efficientnet_b0", "efficientnet_b3": "efficientnet_b0",
+    "efficientnet_b4": "efficientnet_b0", "efficientnet_b5": "efficientnet_b0", "efficientnet_b6": "efficientnet_b0",
+    "efficientnet_b7": "efficientnet_b0",
+    "efficientnet_v2_m": "efficientnet_v2_s", "efficientnet_v2_l": "efficientnet_v2_s",
+    "mobilenet_v3_large": "mobilenet_v3_small",
     "resnext101_32x8d": "resnext50_32x4d", "resnext101_64x4d": "resnext50_32x4d",
     "wide_resnet50_2": "resnet50", "wide_resnet101_2": "resnet101",
     "densenet161": "densenet121", "densenet169": "densenet121", "densenet201": "densenet121",
@@ -63,6 +91,10 @@ SIBLINGS = {
     "regnet_x_8gf": "regnet_x_400mf", "regnet_x_16gf": "regnet_x_400mf", "regnet_x_32gf": "regnet_x_400mf",
     "shufflenet_v2_x1_0": "shufflenet_v2_x0_5", "shufflenet_v2_x1_5": "shufflenet_v2_x0_5",
     "shufflenet_v2_x2_0": "shufflenet_v2_x0_5",
+    "regnet_y_800mf": "regnet_y_400mf", "regnet_y_1_6gf": "regnet_y_400mf", "regnet_y_3_2gf": "regnet_y_400mf",
+    "regnet_y_8gf": "regnet_y_400mf", "regnet_y_16gf": "regnet_y_400mf", "regnet_y_32gf": "regnet_y_400mf",
+    "regnet_y_128gf": "regnet_y_400mf",
+    "convnext_small": "convnext_tiny", "convnext_base": "convnext_tiny", "convnext_large": "convnext_tiny",
 }
 
 

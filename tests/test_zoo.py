@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 import cnndsl
-from conftest import SIBLINGS, SLOW_TORCHVISION, SPEC_IDS, TORCHVISION, input_size, spec_path
+from conftest import HUGE_TORCHVISION, SIBLINGS, SLOW_TORCHVISION, SPEC_IDS, TORCHVISION, input_size, spec_path
 from torch_oracle import measured
 
 torch = pytest.importorskip("torch")
@@ -61,7 +61,8 @@ def test_published_metadata(name):
 def calibrate(model, image, seed=0):
     """Random BN affine parameters, and running statistics gathered from random images (a train-mode pass,
     cumulative averages): every layer's output then has a healthy scale in eval mode (the defaults, 0 and 1,
-    make MnasNet's logits ~1e-8) and depends on each BN being copied to its own place."""
+    make MnasNet's logits ~1e-8) and depends on each BN being copied to its own place. Layer norms' affine
+    parameters and ConvNeXt's layer scales (init 1e-6: the blocks would add nothing) are drawn too."""
     gen = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
@@ -70,6 +71,13 @@ def calibrate(model, image, seed=0):
             m.momentum = None
             m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("layer_scale"):
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.5)
         model.train()
         model(torch.randn(2, 3, image, image, generator=gen))
     return model.eval()
@@ -90,7 +98,8 @@ def test_torchvision_weights_give_torchvisions_outputs(name):
     ours = cnndsl.to_torch(cnndsl.compile(spec_path(name)), logits=True).eval()
     pairs = cnndsl.load_torchvision(ours, theirs)
     assert len(pairs) == sum(1 for m in theirs.modules() if isinstance(
-        m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm)))
+        m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm))) + sum(
+        1 for name, _ in theirs.named_parameters() if name.endswith("layer_scale"))
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got = theirs(x), ours(x)
@@ -99,7 +108,8 @@ def test_torchvision_weights_give_torchvisions_outputs(name):
     assert (got - want).abs().max().item() <= 1e-4 * scale
 
 
-@pytest.mark.parametrize("name", sorted(SLOW_TORCHVISION))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in HUGE_TORCHVISION else [])
+                                  for n in sorted(SLOW_TORCHVISION)])
 def test_slow_models_structure_at_80x80(name):
     model = torchvision_model(name)
     report = cnndsl.analyze(cnndsl.compile(spec_path(name), input_shape=(SMALL, SMALL, 3)))

@@ -5,7 +5,8 @@ from __future__ import annotations
 def measured(model, image=224):
     """Run a real forward pass; count conv/linear MACs from the shapes torch produced.
 
-    Returns (MACs, the output shape of every Conv2d in the order they ran)."""
+    Returns (MACs, the output shape of every Conv2d, and of every Linear on a channels-last map, in the order
+    they ran)."""
     import torch
 
     macs, conv_shapes = [], []
@@ -15,7 +16,11 @@ def measured(model, image=224):
             macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
             conv_shapes.append(tuple(out.shape[1:]))
         elif isinstance(m, torch.nn.Linear):
-            macs.append(m.in_features * m.out_features)
+            # in x out at each position it is applied to: a vector's one, or every pixel of a channels-last map
+            # (ConvNeXt's), which is a 1x1 convolution and is listed with the convolutions, channels first
+            macs.append(out[0].numel() * m.in_features)
+            if out.dim() == 4:
+                conv_shapes.append((out.shape[3], out.shape[1], out.shape[2]))
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
