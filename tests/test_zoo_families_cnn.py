@@ -98,3 +98,36 @@ def test_shufflenet_v2_widths_are_torchvisions(name):
     widths = model._stage_out_channels
     assert list(per_stage.values()) == [[w] * r for w, r in zip(widths[1:4], (4, 8, 4))]
     assert [n for n in graph.nodes if n.op == "conv"][-1].attrs["out"] == widths[4]
+
+
+def test_load_torchvision_pairs_a_convnext_block():
+    """torchvision's CNBlock (position-wise Linear layers, a bare layer_scale parameter listed before its layers)
+    into the library's cnblock: 1x1 convolutions get the Linear weights, layerscale gets layer_scale, and
+    what does not pair is named."""
+    from torchvision.models.convnext import CNBlock
+    from cnndsl.backends.torchvision import WeightMismatch
+    from conftest import ROOT
+    torch.manual_seed(0)
+    theirs = CNBlock(8, 1e-6, 0.0).eval()
+    with torch.no_grad():
+        theirs.layer_scale.copy_(torch.rand(8, 1, 1) + 0.5)
+        theirs.block[2].weight.copy_(torch.rand(8) + 0.5)
+    spec = 'use "lib/blocks.cnn"\ninput 6x6x8\n'
+    ours = cnndsl.to_torch(cnndsl.compile_text(spec + "cnblock(8)", base=ROOT / "specs")).eval()
+    pairs = cnndsl.load_torchvision(ours, theirs)
+    assert [t for t, _ in pairs] == ["block.0", "block.2", "block.3", "block.5", ""]
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+    two = cnndsl.to_torch(cnndsl.compile_text(spec + "cnblock(8) x2", base=ROOT / "specs"))
+    with pytest.raises(WeightMismatch, match="the spec has 4 more weight layers"):
+        cnndsl.load_torchvision(two, theirs)
+    assert len(cnndsl.load_torchvision(two, theirs, strict=False)) == 5
+    plain = cnndsl.to_torch(cnndsl.compile_text(
+        spec + "res(dwconv7[bias] none + layernorm + conv1-32 gelu + conv1-8 none)", base=ROOT / "specs"))
+    with pytest.raises(WeightMismatch, match="the source has 1 more layer scales"):
+        cnndsl.load_torchvision(plain, theirs)
+    wide = cnndsl.to_torch(cnndsl.compile_text(spec + "cnblock(8) + conv1-16 none + layerscale",
+                                               base=ROOT / "specs"))
+    with pytest.raises(WeightMismatch, match="the spec has 1 more weight layers"):
+        cnndsl.load_torchvision(wide, theirs)

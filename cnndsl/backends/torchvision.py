@@ -100,21 +100,21 @@ def load_torchvision(model, source, *, strict: bool = True) -> list[tuple[str, s
                 mine = ours_state[f"{our_prefix}.{leaf}"]
                 mine.copy_(tensor.reshape(mine.shape))      # a position-wise linear's weight into a 1x1 conv's
         for (their_prefix, our_prefix) in scales:
-            ours_state[f"{our_prefix}.{OUR_SCALE}"].copy_(theirs_state[f"{their_prefix}.{THEIR_SCALE}"])
+            ours_state[f"{our_prefix}.{OUR_SCALE}"].copy_(dict(their_scales)[their_prefix][THEIR_SCALE])
     return pairs + scales
 
 
 def _pair_scales(theirs: list, ours: list, strict: bool) -> list[tuple[str, str]]:
     """ConvNeXt's layer scales with the spec's layerscale nodes, in order (see THEIR_SCALE)."""
     for i, (their_prefix, their_tensors) in enumerate(theirs):
+        key = f"{their_prefix}.{THEIR_SCALE}" if their_prefix else THEIR_SCALE
         if i >= len(ours):
-            raise WeightMismatch(f"the source has {len(theirs) - len(ours)} more layer scales, starting at "
-                                 f"'{their_prefix}.{THEIR_SCALE}'",
+            raise WeightMismatch(f"the source has {len(theirs) - len(ours)} more layer scales, starting at '{key}'",
                                  hint="the spec describes a smaller network than the source")
         our_prefix, our_tensors, node = ours[i]
         want, got = their_tensors[THEIR_SCALE].shape, our_tensors[OUR_SCALE].shape
         if tuple(want) != tuple(got):
-            raise WeightMismatch(f"layer scale {i + 1} differs: the source's '{their_prefix}.{THEIR_SCALE}' "
+            raise WeightMismatch(f"layer scale {i + 1} differs: the source's '{key}' "
                                  f"({'x'.join(map(str, want))}) vs the spec's '{our_prefix}' "
                                  f"({'x'.join(map(str, got))})", node.span, "the architectures differ from here on")
     if strict and len(ours) > len(theirs):
