@@ -16,6 +16,7 @@ from cnndsl import limits
 from cnndsl.errors import LimitError, NameError_, SyntaxError_, ValueError_
 from cnndsl.frontend.lower import _Lowering
 from cnndsl.frontend.lower import make_divisible as our_make_divisible
+from conftest import SPEC_IDS, SPECS
 
 
 def same(a: str, b: str) -> bool:
@@ -412,6 +413,29 @@ def test_used_files_are_read_once_and_relative_to_their_user(tmp_path):
     write(tmp_path / "net.cnn", 'use "a/x.cnn"\nuse "b/y.cnn"\ninput 8x8x3\nx + y + z')
     g = cnndsl.compile(tmp_path / "net.cnn")
     assert [n.op for n in g.nodes[1:]] == ["relu", "conv", "relu", "conv", "relu"]
+
+
+@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
+def test_a_used_files_spans_move_and_nothing_else(path):
+    from cnndsl.errors import Span
+    from cnndsl.frontend.uses import USED, shift
+    tree = cnndsl.parse(path.read_text() + "\nconv3-4[] + relu[]")
+    moved = shift(tree, 3 * USED)
+    pairs, spans = [(tree, moved)], 0
+    while pairs:
+        a, b = pairs.pop()
+        assert type(a) is type(b)
+        if isinstance(a, Span):
+            assert b == a._replace(start=a.start + 3 * USED, end=a.end + 3 * USED)
+            spans += 1
+        elif isinstance(a, tuple):
+            assert len(a) == len(b)
+            pairs.extend(zip(a, b))
+            if hasattr(a, "span") and not hasattr(a, "_fields"):        # Options: a tuple with a span
+                pairs.append((a.span, b.span))
+        else:
+            assert a == b
+    assert spans > 10
 
 
 def test_an_error_in_a_used_file_points_into_it(zoo, cli):

@@ -66,7 +66,7 @@ def shift(tree, base: int):
                 out.append(tuple(kids))
         elif isinstance(obj, Span):
             out.append(obj._replace(start=obj.start + base, end=obj.end + base))
-        elif isinstance(obj, tuple) and obj:
+        elif isinstance(obj, tuple) and (obj or isinstance(obj, A.Options)):
             stack.append((obj, True))
             if isinstance(obj, A.Options):
                 stack.append((obj.span, False))
