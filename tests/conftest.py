@@ -98,15 +98,22 @@ SIBLINGS = {
 }
 
 
+# The models the PyTorch backend's own test pairs with torchvision at 64x64 in CI (test_torch_backend); test_zoo
+# pairs every other model of the zoo in CI, at full size and with calibrated batch norm statistics. Each check
+# runs the other's models with -m slow.
+BACKEND_CHECKED = {"alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+                   "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "googlenet", "mobilenet_v2"}
+
+
 def spec_params(paths=None) -> list:
     """The spec files as pytest parameters (ids are their names); SIBLINGS are marked slow."""
     return [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SIBLINGS else [])
             for p in (SPECS if paths is None else paths)]
 
 
-def torchvision_params(names=None) -> list:
-    """Names from TORCHVISION as pytest parameters; SLOW_TORCHVISION are marked slow."""
-    return [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in SLOW_TORCHVISION else [])
+def torchvision_params(names=None, slow=()) -> list:
+    """Names from TORCHVISION as pytest parameters; SLOW_TORCHVISION and `slow` are marked slow."""
+    return [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in SLOW_TORCHVISION or n in slow else [])
             for n in sorted(TORCHVISION if names is None else names)]
 
 

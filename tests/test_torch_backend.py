@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import cnndsl
-from conftest import TORCHVISION, spec_path, torchvision_params
+from conftest import BACKEND_CHECKED, TORCHVISION, spec_path, torchvision_params
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -24,7 +24,7 @@ def pair(name, image=64):
     return ours, theirs
 
 
-@pytest.mark.parametrize("name", torchvision_params())
+@pytest.mark.parametrize("name", torchvision_params(slow=set(TORCHVISION) - BACKEND_CHECKED))
 def test_eval_outputs_match_torchvision(name):
     # 64x64, or the least size the model takes (torchvision's min_size: Inception v3's 75)
     image = max(64, *torchvision.models.get_model_weights(TORCHVISION[name][0]).DEFAULT.meta["min_size"])

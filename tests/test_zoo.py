@@ -3,15 +3,17 @@
 The oracles are independent of cnndsl: torchvision's published metadata (read from the installed package;
 nothing is downloaded), the model built here with weights=None and measured on a real forward pass
 (torch_oracle.measured), and its outputs once its weights are copied into the spec's PyTorch module.
-Parameters, buffers, MACs and convolution shapes at full size are test_oracles_torchvision's; the models in
-SLOW_TORCHVISION run their full-size checks with -m slow, and CI compares their structure at 80x80 here.
+Parameters, buffers, MACs and convolution shapes at full size are test_oracles_torchvision's (a real forward
+pass) and test_zoo_meta's (the meta device, every model in CI); the models in SLOW_TORCHVISION run their real
+full-size checks, and a real forward at 80x80 here, with -m slow.
 """
 from __future__ import annotations
 
 import pytest
 
 import cnndsl
-from conftest import HUGE_TORCHVISION, SIBLINGS, SLOW_TORCHVISION, SPEC_IDS, TORCHVISION, input_size, spec_path
+from conftest import (BACKEND_CHECKED, HUGE_TORCHVISION, SIBLINGS, SLOW_TORCHVISION, SPEC_IDS, TORCHVISION,
+                      input_size, spec_path)
 from torch_oracle import measured
 
 torch = pytest.importorskip("torch")
@@ -83,14 +85,18 @@ def calibrate(model, image, seed=0):
     return model.eval()
 
 
-def heavy(name):
-    """A model over 40M weights or 6 GMACs: building both models and running both at full size takes seconds
-    on a 2-core CPU. (Those under it are checked at 64x64 by test_torch_backend in CI too.)"""
+def slow_here(name):
+    """Pairing at full size runs with -m slow for a model over 40M weights or 6 GMACs (building both models and
+    running both takes seconds on a 2-core CPU), for a sibling over 3 GMACs whose family's lighter member CI
+    pairs (SIBLINGS; CI checks its counts and shapes at full size elsewhere), and for the models that
+    test_torch_backend pairs at 64x64 in CI (BACKEND_CHECKED)."""
     meta = weights(name).meta
-    return name in SLOW_TORCHVISION or meta["num_params"] > 40e6 or meta["_ops"] > 6
+    return (name in SLOW_TORCHVISION or name in BACKEND_CHECKED or meta["num_params"] > 40e6 or meta["_ops"] > 6
+            or (name in SIBLINGS and meta["_ops"] > 3))
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if heavy(n) else []) for n in sorted(TORCHVISION)])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if slow_here(n) else [])
+                                  for n in sorted(TORCHVISION)])
 def test_torchvision_weights_give_torchvisions_outputs(name):
     size = input_size(name)
     torch.manual_seed(0)
@@ -108,8 +114,8 @@ def test_torchvision_weights_give_torchvisions_outputs(name):
     assert (got - want).abs().max().item() <= 1e-4 * scale
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in HUGE_TORCHVISION else [])
-                                  for n in sorted(SLOW_TORCHVISION)])
+@pytest.mark.slow   # CI has their counts and shapes at full size on the meta device (test_zoo_meta)
+@pytest.mark.parametrize("name", sorted(SLOW_TORCHVISION - HUGE_TORCHVISION))
 def test_slow_models_structure_at_80x80(name):
     model = torchvision_model(name)
     report = cnndsl.analyze(cnndsl.compile(spec_path(name), input_shape=(SMALL, SMALL, 3)))
