@@ -68,3 +68,10 @@ def test_counts_and_shapes_against_torchvision_on_the_meta_device(name):
     ours = [n.shape for n in report.graph.nodes if n.op == "conv"]
     assert ours == shapes, "convolutions differ in number, order or output shape"
     assert report.graph.output.shape == out == (1000,)
+def test_the_zoo_is_complete():
+    """Every CNN of torchvision's classification zoo (all but vit_*, swin_* and maxvit_t) has a spec checked here."""
+    models = {m for m in torchvision.models.list_models(module=torchvision.models)
+              if not m.startswith(("vit_", "swin_", "maxvit"))}
+    missing = sorted(m for m in models if not spec_path(m).exists())
+    assert not missing, f"{len(missing)} of {len(models)} torchvision CNNs have no spec: {missing}"
+    assert models <= set(TORCHVISION)
