@@ -184,6 +184,16 @@ def test_activations_written_as_several_nodes_import_only_in_their_exact_form():
         import_onnx(scaled)
 
 
+def test_activations_written_as_a_gate_and_a_product_keep_their_names():
+    # cnndsl writes silu (and hardswish before opset 14) as Gate(x) then Mul named as the node: the importer's
+    # node takes the Mul's name, as it does for gelu and mish, so a spec's names round-trip (EfficientNet's SE)
+    graph = cnndsl.compile_text("input 8x8x3\nconv3-8 bn silu + conv3-8 bn hardswish"
+                                " + mul(identity, gap + conv1-2[bias] silu + conv1-8[bias] hardsigmoid)")
+    for opset in (13, 18):
+        back = import_onnx(to_onnx(graph, opset=opset))
+        assert [(n.name, n.op, n.inputs) for n in back.nodes] == [(n.name, n.op, n.inputs) for n in graph.nodes]
+
+
 def test_single_node_activations_follow_their_module_declaration():
     """The importer reads an activation from the ONNX op its module names; HardSigmoid is hardsigmoid only
     with PyTorch's alpha 1/6 (ONNX's default alpha is 0.2, refused)."""

@@ -536,8 +536,8 @@ class _Importer:
         return float(array.ravel()[0])
 
     # ---------------------------------------------------------------- IR --
-    def add(self, onnx_node, op: str, inputs: list[str], attrs: dict, output: Optional[str] = None,
-            name: Optional[str] = None) -> str:
+    def fresh(self, onnx_node, op: str, name: Optional[str] = None) -> str:
+        """The IR name of what `onnx_node` makes: its name or output's, a numbered copy where that is taken."""
         name = _text(name or onnx_node.name or onnx_node.output[0]).strip("/").replace("/", ".") or op
         name = _bounded(name)
         if name in self.names:      # a numbered copy; each base counts on from its last suffix: linear
@@ -546,6 +546,11 @@ class _Importer:
                 i += 1
                 name = f"{base}_{i}"
             self.suffix[base] = i
+        return name
+
+    def add(self, onnx_node, op: str, inputs: list[str], attrs: dict, output: Optional[str] = None,
+            name: Optional[str] = None) -> str:
+        name = self.fresh(onnx_node, op, name)
         try:
             shape = tuple(OPS[op].shape(attrs, [self.shape[s] for s in inputs]))
         except OpError as e:
@@ -1053,6 +1058,18 @@ class _Importer:
         if row is None or row[1] != was or row[2] != (x,) or not self._single_use(gate):
             return False
         row[1] = now
+        if not any(name in r[2] for r in self.rows):    # named as the Mul that ends it, as gelu and mish are
+            self.names.discard(name)
+            new = self.fresh(node, now)
+            row[0], row[5] = new, _stage(new)
+            self.names.add(new)
+            self.shape[new] = self.shape.pop(name)
+            self.made.pop(name, None)
+            self.made[new] = node.output[0]
+            for value, target in self.alias.items():
+                if target == name:
+                    self.alias[value] = new
+            name = new
         self.alias[node.output[0]] = name
         return True
 
