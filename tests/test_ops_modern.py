@@ -475,3 +475,22 @@ def test_a_layer_scale_and_an_activation_may_sit_inside_the_transposes():
     assert ops(g) == ["input", "layernorm", "conv", "relu", "layerscale"]
     conv = g.nodes[2]
     assert conv.attrs["kernel"] == (1, 1) and conv.attrs["bias"] and conv.shape == (6, 3, 3)
+
+
+def test_the_modern_ops_compile_export_and_run_channels_last():
+    """No graph breaks under torch.compile's tracer, torch.export, channels_last and autocast, as for the other ops."""
+    g = compile_blocks("input 16x16x3\nconv3-16 + se_silu_sigmoid(16, 4) + cnblock(16, 0.1) + gap + fc4 + layernorm + "
+                       "mul(fc4 tanh, layerscale[init=0.5])")
+    model = cnndsl.to_torch(g).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+        cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+        assert torch.allclose(ref, cl, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.allclose(ref, model(x).float(), atol=0.1, rtol=0.1)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(x), ref, atol=1e-5)
