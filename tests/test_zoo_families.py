@@ -119,3 +119,19 @@ def test_set_width_on_the_command_line(cli):
     assert json.loads(wider.output)["totals"]["params"] > json.loads(plain.output)["totals"]["params"]
     bad = cli("analyze", str(spec_path("efficientnet_b3")), "--set", "widht=1.4")
     assert bad.exit_code != 0 and "width" in bad.output
+
+
+def test_fused_mbconv_weights_pair_in_ci():
+    """EfficientNetV2's FusedMBConv stages (and V2's BN) pair with torchvision's modules: test_zoo pairs V2-S at
+    full size with -m slow only (8.4 GMACs), so CI pairs it at 64x64 here."""
+    from test_zoo import calibrate
+    torch.manual_seed(0)
+    theirs = calibrate(torchvision.models.efficientnet_v2_s(), 64)
+    ours = cnndsl.to_torch(cnndsl.compile(spec_path("efficientnet_v2_s"), input_shape=(64, 64, 3)), logits=True)
+    pairs = cnndsl.load_torchvision(ours.eval(), theirs)
+    assert len(pairs) == sum(1 for m in theirs.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear,
+                                                                          torch.nn.BatchNorm2d)))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = theirs(x), ours(x)
+    assert want.std() > 0 and (got - want).abs().max() <= 1e-4 * want.abs().max()
