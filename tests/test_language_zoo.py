@@ -401,6 +401,16 @@ def test_a_spec_uses_a_family(zoo):
     assert all(n.span.start < len(NETWORK) for n in g.nodes)
 
 
+def test_replayed_calls_of_a_used_block_point_at_their_own_call(zoo, monkeypatch):
+    write(zoo / "twice.cnn", 'use "families/eff.cnn"\ninput 16x16x8\nstage(8, 1, 1)\n| stage(8, 1, 1)\n| x: stage(8, 1, 1)')
+    replayed = cnndsl.compile(zoo / "twice.cnn")
+    assert {n.span.line for n in replayed.nodes[1:]} == {3, 4, 5}
+    assert all(n.span.line == {"stage1": 3, "stage2": 4, "x": 5}[n.stage] for n in replayed.nodes[1:])
+    monkeypatch.setattr("cnndsl.frontend.lower._Lowering.replay_calls", False)
+    fresh = cnndsl.compile(zoo / "twice.cnn")
+    assert [(n.name, n.span) for n in replayed.nodes] == [(n.name, n.span) for n in fresh.nodes]
+
+
 def test_a_spec_param_replaces_the_familys(zoo):
     write(zoo / "b1.cnn", NETWORK.replace("param res = 32", "param res = 32\nparam width = 2.0"))
     assert cnndsl.compile(zoo / "b1.cnn").same_as(cnndsl.compile(zoo / "b0.cnn", overrides={"width": 2.0}))

@@ -118,11 +118,12 @@ class Row:
     """A node under construction: what becomes an IR Node (attributes may still change, e.g. a bias that a
     following batch norm removes)."""
 
-    __slots__ = ("name", "op", "inputs", "attrs", "shape", "stage", "span", "label")
+    __slots__ = ("name", "op", "inputs", "attrs", "shape", "stage", "span", "label", "origin")
 
-    def __init__(self, name, op, inputs, attrs, shape, stage, span, label):
+    def __init__(self, name, op, inputs, attrs, shape, stage, span, label, origin=None):
         self.name, self.op, self.inputs, self.attrs = name, op, inputs, attrs
         self.shape, self.stage, self.span, self.label = shape, stage, span, label
+        self.origin = span if origin is None else origin     # where it is written (span: where it is reported)
 
 
 class Pending(NamedTuple):
@@ -236,10 +237,11 @@ class _Lowering:
         if len(self.nodes) >= limits.MAX_NODES:
             raise self.error(LimitError, f"the network grows beyond {limits.MAX_NODES:,} nodes", span,
                              "lower the repeat counts")
+        origin = span
         if self.remap and span is not None and span.start >= USED and self.calls:
             span = self.calls[0][1]      # a node made by a block of a used file points at its call in the spec
         self.names.add(name)
-        self.nodes.append(Row(name, op, inputs, attrs, shape, stage or self.stage, span, label))
+        self.nodes.append(Row(name, op, inputs, attrs, shape, stage or self.stage, span, label, origin))
         return name
 
     def enter(self, segment: str, *syntax) -> Scope:
@@ -590,7 +592,7 @@ class _Lowering:
             except TypeError:        # an unhashable argument value: lower it afresh
                 key, recorded = None, None
             if recorded is not None:
-                return self.replay(recorded, scope_name, cur)
+                return self.replay(recorded, scope_name, cur, node)
         syntax = (block.body.body, block.body.shortcut) if isinstance(block.body, A.Res) else (block.body,)
         outer_env, outer_scope = self.env, self.enter(scope_name[len(self.scope.prefix):], *syntax)
         self.names.add(scope_name)
@@ -610,11 +612,11 @@ class _Lowering:
             self.env, self.scope, self.label_suffix = outer_env, outer_scope, saved_suffix
             self.calls.pop()
         if key is not None and cur.pending is None:
-            rows = [(r.name, r.op, r.inputs, dict(r.attrs), r.shape, r.span, r.label) for r in self.nodes[first:]]
+            rows = [(r.name, r.op, r.inputs, dict(r.attrs), r.shape, r.origin, r.label) for r in self.nodes[first:]]
             self.calls_done[key] = (scope_name + ".", entry.node, rows, cur)
         return cur
 
-    def replay(self, recorded, scope_name: str, cur: Cursor) -> Cursor:
+    def replay(self, recorded, scope_name: str, cur: Cursor, node: A.Call) -> Cursor:
         """Emit a call's nodes again under a new scope name: what lowering the same call would emit.
 
         A call with the same block, arguments and input shape, entered with no activation pending and
@@ -627,9 +629,13 @@ class _Lowering:
 
         def rename(name: str) -> str:
             return cur.node if name == entry else new_prefix + name[cut:]
-        for name, op, inputs, attrs, shape, span, label in rows:
-            self.emit(new_prefix + name[cut:], op, tuple(rename(i) for i in inputs), dict(attrs), shape, span,
-                      label=label)
+        self.calls.append((node.name, node.span))   # nodes of a used file's blocks point at the outermost call
+        try:
+            for name, op, inputs, attrs, shape, span, label in rows:
+                self.emit(new_prefix + name[cut:], op, tuple(rename(i) for i in inputs), dict(attrs), shape, span,
+                          label=label)
+        finally:
+            self.calls.pop()
         return Cursor(rename(out.node), out.shape, None)
 
     def bind(self, block: A.BlockDef, node: A.Call) -> dict:

@@ -335,6 +335,19 @@ class _Continuations:
         for tok in stream:
             t = tok.type
             if head is not None:
+                if t == "LAYER" and parts is not None and tok.start_pos == parts[-1].end_pos:
+                    # `e1conv3-8`: the packed layer's word and digits end the name, as in `e1conv3-8x`
+                    cut = tok.value.rindex("-")
+                    parts.append(_token("WORD", tok.value[:cut], tok, tok, end=len(tok.value) - cut))
+                    if parts[-1].end_pos - head.start_pos > limits.MAX_NAME_CHARS:
+                        raise LimitError(f"name {''.join(parts)[:20]}... is more than {limits.MAX_NAME_CHARS} "
+                                         "characters long", tok_span(head).join(tok_span(tok)),
+                                         f"names may have at most {limits.MAX_NAME_CHARS} characters")
+                    yield _token("WORD", "".join(parts), head, parts[-1])
+                    yield _token("MINUS", "-", tok, tok, start=cut, end=len(tok.value) - cut - 1)
+                    yield _token("INT", tok.value[cut + 1:], tok, tok, start=cut + 1)
+                    head = parts = None
+                    continue
                 if t in _GLUE and tok.start_pos == (parts[-1] if parts else head).end_pos and _gluable(tok):
                     if parts or force or head.type != "WORD" or not _layer_word(head.value):
                         if parts is None:
