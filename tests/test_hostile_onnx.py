@@ -820,7 +820,7 @@ def test_mutated_models_never_crash_and_never_pass_what_ort_refuses(opset):
 SIZES = st.sampled_from([1, 1, 2, 2, 3, 3, 4, 5, 0])     # mostly valid, sometimes not
 # models ORT runs that cnndsl refuses on purpose: windows its layers cannot describe (one symmetric padding per
 # axis, no dilated SAME pooling), and auto_pad beside pads, which the ONNX spec forbids and ORT does not enforce
-REFUSED_ON_PURPOSE = (r"pads asymmetrically|last window in ceil mode reaches past its padding|leaves its padding out of the average|more than half its kernel|^MaxPool '\w+' has auto_pad=SAME_(UPPER|LOWER) with dilations"
+REFUSED_ON_PURPOSE = (r"pads asymmetrically|last window in ceil mode reaches past its padding|is not smaller than its kernel|leaves its padding out of the average|more than half its kernel|^MaxPool '\w+' has auto_pad=SAME_(UPPER|LOWER) with dilations"
                   r"|^\w+ '\w+' has both auto_pad and pads$")
 
 
@@ -1394,12 +1394,20 @@ def _residual(units: int, same_name=None):
 
 @pytest.mark.parametrize("same_name", [None, "same"])
 def test_ten_thousand_residual_units_import_in_linear_time(tmp_path, same_name):
-    path = save(tmp_path, _residual(10_000, same_name))
-    start = time.perf_counter()
-    graph = import_onnx(str(path))
-    seconds = time.perf_counter() - start
+    """10x the units must cost about 10x the time (renaming 50,000 equal names one by one was quadratic: minutes);
+    timed against 1,000 units in the same run, so a loaded machine slows both alike (best of 3 for the small)."""
+    small = save(tmp_path, _residual(1_000, same_name), "small.onnx")
+    large = save(tmp_path, _residual(10_000, same_name), "large.onnx")
+    times = []
+    for path, tries in ((small, 3), (large, 1)):
+        best = float("inf")
+        for _ in range(tries):
+            start = time.perf_counter()
+            graph = import_onnx(str(path))
+            best = min(best, time.perf_counter() - start)
+        times.append(best)
     assert len(graph) == 50_001 and len({n.name for n in graph.nodes}) == 50_001
-    assert seconds < 5, seconds     # ~1 s here; renaming 50,000 equal names one by one took minutes
+    assert times[1] < 25 * times[0] + 0.5, times     # linear: ~10x; quadratic: ~100x
 
 
 def test_node_count_limit(tmp_path, monkeypatch):

@@ -347,7 +347,10 @@ def _read_pool(imp, node, a, op):
     for i in (0, 1):
         n = n_in[1 + i] + extra[i] + extra_end[i]
         span = n + begin[i] + end[i] - dil[i] * (kernel[i] - 1) - 1
-        want.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
+        count = (-(-span // strides[i]) if ceil else span // strides[i]) + 1
+        if ceil and (count - 1) * strides[i] >= n + begin[i]:
+            count -= 1      # ONNX Runtime, as PyTorch, drops a last window that would start in the end padding
+        want.append(count)
     if min(want) < 1:
         raise imp.fail(f"{imp.label(node)} shrinks its {n_in[1]}x{n_in[2]} input below 1x1")
     padding = tuple(extra[i] + begin[i] for i in (0, 1))
