@@ -100,6 +100,8 @@ def test_a_digit_name_has_one_span():
     ("conv3-4 + res", 1, 11, "res(...) takes what it joins"),
     ("block stem = relu\nstem[valid]", 2, 1, "'stem' is a block"),
     ("block b(c) = conv3-{fc1}\nb(1)", 1, 23, "'fc1' reads as the layer fc with the size 1"),
+    ("block e1 = relu\ne1 0.5", 2, 4, "'e1' holds digits, so it is a block's name and takes no size"),
+    ("e1x 20.5", 1, 5, "a number right after the name 'e1x'"),
 ])
 def test_digit_names_that_read_as_layers_are_refused(text, line, col, words):
     err = refused(text)
@@ -635,7 +637,7 @@ def test_fmt_prints_the_new_syntax(zoo, cli, tmp_path):
 
 # ---------------------------------------------------------------- fuzz ----
 
-TOKENS = ["conv3-8", "fc10", "relu", "e1", "incep3a", "w2", "x 2", "\u00d7 3", "x2", "+", "|", "(", ")", "{", "}",
+TOKENS = ["conv3-8", "fc10", "relu", "e1", "incep3a", "w2", "x 2", "x", "0", ".5", "e", "conv", "\u00d7 3", "x2", "+", "|", "(", ")", "{", "}",
           "[", "]", ",", "=", "-", "*", "/", "block e1 = ", "block b(w2, c=1) = ", "b(2)", "param w = 2\n",
           "param res = 8\n", "input {res}x{res}x3\n", 'use "x.cnn"\n', "use", "param", "ceil(", "floor(", "round(",
           "min(", "max(", "make_divisible(", "divisor=", "min_value=none", "none", "identity", "cat(", "add(",

@@ -212,6 +212,10 @@ class _ToAst:
 
     def layer(self, c):
         word, lead, size, stride, opts = c
+        if lead is not None and not word.isalpha() and any(ch.isdigit() for ch in word):   # `e1 0.5`, `e1x 2.5`
+            raise SyntaxError_(f"a number right after the name '{word}'", lead.span,
+                               f"'{word}' holds digits, so it is a block's name and takes no size; call a block "
+                               f"as {word}(...)")
         return Layer(str(word), lead, size, stride, opts or (), _span_of([word, lead, size, stride, opts]),
                      tok_span(word))
 
@@ -283,12 +287,21 @@ _LAYER_WORDS: dict = {}                                        # text -> does it
 
 
 def _layer_word(text: str) -> bool:
-    """Is `text` (letters, '_' and '-') a built-in layer's word, as in `fc` of fc4096 or `Max_Pool` of Max_Pool3?"""
+    """Is `text` a built-in layer's word, as `fc` of fc4096 or `Max_Pool` of Max_Pool3, or a packed layer
+    (`conv3-64`) whose word is? Remembered for the next time (at most 4,096 texts)."""
     found = _LAYER_WORDS.get(text)
     if found is None:
         from ..ir.ops import SPELLINGS, normalize_word
-        found = _LAYER_WORDS[text] = normalize_word(text) in SPELLINGS
+        if len(_LAYER_WORDS) >= 4096:
+            _LAYER_WORDS.clear()
+        found = _LAYER_WORDS[text] = normalize_word(text.rstrip("0123456789-")) in SPELLINGS
     return found
+
+
+def _check_name(parts: list, head, tok) -> None:
+    if tok.end_pos - head.start_pos > limits.MAX_NAME_CHARS:
+        raise LimitError(f"name {''.join(parts)[:20]}... is more than {limits.MAX_NAME_CHARS} characters long",
+                         tok_span(head).join(tok_span(tok)), f"names may have at most {limits.MAX_NAME_CHARS} characters")
 
 
 def _gluable(tok) -> bool:
@@ -332,6 +345,7 @@ class _Continuations:
         parts = None            # ... and the tokens glued to it
         force = False           # in a definition's head: join every name
         fdepth = 0
+        heads, glue, merges, gluable, layer_word = _HEADS, _GLUE, _MERGES, _gluable, _layer_word
         for tok in stream:
             t = tok.type
             if head is not None:
@@ -339,42 +353,35 @@ class _Continuations:
                     # `e1conv3-8`: the packed layer's word and digits end the name, as in `e1conv3-8x`
                     cut = tok.value.rindex("-")
                     parts.append(_token("WORD", tok.value[:cut], tok, tok, end=len(tok.value) - cut))
-                    if parts[-1].end_pos - head.start_pos > limits.MAX_NAME_CHARS:
-                        raise LimitError(f"name {''.join(parts)[:20]}... is more than {limits.MAX_NAME_CHARS} "
-                                         "characters long", tok_span(head).join(tok_span(tok)),
-                                         f"names may have at most {limits.MAX_NAME_CHARS} characters")
+                    _check_name(parts, head, tok)
                     yield _token("WORD", "".join(parts), head, parts[-1])
                     yield _token("MINUS", "-", tok, tok, start=cut, end=len(tok.value) - cut - 1)
                     yield _token("INT", tok.value[cut + 1:], tok, tok, start=cut + 1)
                     head = parts = None
                     continue
-                if t in _GLUE and tok.start_pos == (parts[-1] if parts else head).end_pos and _gluable(tok):
-                    if parts or force or head.type != "WORD" or not _layer_word(head.value):
+                if t in glue and tok.start_pos == (parts[-1] if parts else head).end_pos and gluable(tok):
+                    if parts or force or head.type != "WORD" or not layer_word(head.value):
                         if parts is None:
                             parts = [head]
                         parts.append(tok)
-                        if tok.end_pos - head.start_pos > limits.MAX_NAME_CHARS:
-                            raise LimitError(f"name {''.join(parts)[:20]}... is more than {limits.MAX_NAME_CHARS} "
-                                             "characters long", tok_span(head).join(tok_span(tok)),
-                                             f"names may have at most {limits.MAX_NAME_CHARS} characters")
+                        _check_name(parts, head, tok)
                         continue
                     yield head          # a layer's word and its size: fc4096
                 elif parts is not None:
                     yield _token("WORD", "".join(parts), head, parts[-1])
                     parts = None
-                elif t != "LPAR" and head.type in _MERGES:    # `res` not before '(' is a name
+                elif t != "LPAR" and head.type in merges:    # `res` not before '(' is a name
                     yield _token("WORD", head.value, head, head)
                 else:
                     yield head
                 head = None
-            if t in _HEADS:
+            if t in heads:
                 head = tok
                 if t == "BLOCK" or t == "PARAM":
                     force, fdepth = True, 0
                 continue
             if t == "LAYER":
-                word = tok.value.rstrip("0123456789-")
-                if not _layer_word(word):       # `c2-1`: a name, minus, a number
+                if not layer_word(tok.value):       # `c2-1`: a name, minus, a number
                     cut = tok.value.rindex("-")
                     yield _token("WORD", tok.value[:cut], tok, tok, end=len(tok.value) - cut)
                     yield _token("MINUS", "-", tok, tok, start=cut, end=len(tok.value) - cut - 1)
@@ -392,28 +399,31 @@ class _Continuations:
         if parts is not None:
             yield _token("WORD", "".join(parts), head, parts[-1])
         elif head is not None:
-            yield _token("WORD", head.value, head, head) if head.type in _MERGES else head
+            yield _token("WORD", head.value, head, head) if head.type in merges else head
 
     def process(self, stream):
         depth = 0
         prev = None
         newline = None
+        named, most = self._NAMED, limits.MAX_NAME_CHARS
+        after, before, openers, closers = self._CONTINUE_AFTER, self._CONTINUE_BEFORE, self._OPENERS, self._CLOSERS
         for tok in self.names(stream):
-            if tok.type in self._NAMED and len(tok) > limits.MAX_NAME_CHARS:
+            t = tok.type
+            if t in named and len(tok) > most:
                 raise LimitError(f"name {str(tok)[:20]}... is {len(tok):,} characters long", tok_span(tok),
-                                 f"names may have at most {limits.MAX_NAME_CHARS} characters")
-            if tok.type == "_NL":
-                if depth == 0 and prev is not None and prev.value not in self._CONTINUE_AFTER:
+                                 f"names may have at most {most} characters")
+            if t == "_NL":
+                if depth == 0 and prev is not None and prev.value not in after:
                     newline = tok
                 continue
+            value = tok.value
             if newline is not None:
-                if tok.value not in self._CONTINUE_BEFORE:
+                if value not in before:
                     yield newline
                 newline = None
-            value = tok.value
-            if value in self._OPENERS or tok.type == "XBRACE":
+            if value in openers or t == "XBRACE":
                 depth += 1
-            elif value in self._CLOSERS:
+            elif value in closers:
                 depth = max(0, depth - 1)
             prev = tok
             yield tok
