@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from .base import LayerArgs, OnnxImport, Op, OpError, _no_sizes, _options, _real
+from .base import LayerArgs, OnnxImport, Op, OpError, _options, _real
 
 # A ramp scales each ramped droppath's rate by its place among all ramped droppath nodes of the network, in graph
 # order (i = 0 .. N-1 of N): "linear" as torchvision's EfficientNet (p * i / N), "inclusive" as its ConvNeXt
@@ -101,7 +101,7 @@ def resolve_ramps(rows, fail) -> None:
 
 
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
-EXAMPLES = {"droppath": ("droppath0.2", "droppath[p=0.3]", "droppath0",
+EXAMPLES = {"droppath": ("droppath0.2", "droppath[p=0.3]", "droppath0", "stochasticdepth[rate=0.5]",
                          "res(conv3-6 bn + conv3-6 bn none + droppath0.1)",
                          "res(conv3-6 bn + conv3-6 bn + droppath[p=0.2, ramp]) x2",
                          "res(conv1-6 + droppath[p=0.3, ramp=inclusive]) x3",

@@ -6,7 +6,7 @@ import struct
 from fractions import Fraction
 
 from ... import limits
-from .base import LayerArgs, OnnxImport, Op, OpError, _options, _pair, _spatial, fmt_shape, spec_pair
+from .base import LayerArgs, OnnxImport, Op, OpError, _options, _pair, _spatial, spec_pair
 
 MODES = ("nearest", "bilinear")
 
@@ -92,7 +92,7 @@ class Upsample(Op):
         return tuple(axes)
 
     def describe(self, a):
-        return f"upsample x{fmt_shape(a['scale'])} {'bilinear' if a['bilinear'] else 'nearest'}"
+        return f"upsample {spec_pair(a['scale'])} {'bilinear' if a['bilinear'] else 'nearest'}"
 
     def torch_module(self, a, ins, inplace=False):
         sh, sw = a["scale"]
@@ -131,6 +131,7 @@ SPELLINGS = {"upsample": _upsample}
 
 # What the conformance harness (tests/test_conformance.py) builds: spec text after an `input` line.
 EXAMPLES = {"upsample": ("upsample", "upsample3", "upsample2x3", "upsample1x2[mode=nearest]", "upsample1",
+                         "upsample[s=3x2, nearest]",
                          "upsample[scale=2, mode=bilinear]", "upsample3[bilinear]", "upsample[scale=2x1, bilinear]",
                          "conv3-4/2 + upsample2[bilinear] + conv3-2", "maxpool2/2 + upsample2 + conv3-2 | gap | fc3")}
 
