@@ -73,6 +73,12 @@ def unit(draw, depth=0):
                                  st.lists(st.one_of(conv(keep_size=True, stride=False), st.just("maxpool3/1[pad=1]")),
                                           min_size=2, max_size=3)))
         choices.append(st.builds(lambda u, n: f"({u}) x{n}", unit(depth=depth + 1), st.integers(1, 2)))
+        # ShuffleNetV2's split and shuffle; the 1x1 convolutions fix the channel counts they need
+        choices.append(st.builds(lambda items, g: f"conv1-{2 * len(items)} + split({', '.join(items)}) + conv1-6 + "
+                                                  f"shuffle{g}",
+                                 st.lists(st.one_of(conv(keep_size=True, stride=False), st.just("none"),
+                                                    st.just("maxpool3/1[pad=1]")), min_size=2, max_size=3),
+                                 st.sampled_from([1, 2, 3, 6])))
     return draw(st.one_of(*choices))
 
 

@@ -3,10 +3,10 @@ one per branch) and ShuffleNet's channel shuffle (`shuffle2`, `shuffle[groups=3]
 how they are read back from ONNX (Slice on axis 1, Split, and the Reshape / Transpose / Reshape of a shuffle)."""
 from __future__ import annotations
 
-from ... import limits
 from .base import LayerArgs, OnnxImport, Op, OpError, _count, _options, fmt_shape
 
 SHUFFLE_PERM = [0, 2, 1, 3, 4]      # N x g x C/g x H x W -> N x C/g x g x H x W
+MAX_PARTS = 4096                    # outputs of one ONNX Split the importer reads
 
 
 class Channels(Op):
@@ -170,7 +170,7 @@ def _read_split(imp, node, a):
     c, outputs = shape[0], list(node.output)
     if not all(outputs):
         raise imp.fail(f"{imp.label(node)} leaves out an output")
-    given = imp.values(node, 1, "split", integers=True, limit=limits.MAX_PARAMS)
+    given = imp.values(node, 1, "split", integers=True, limit=MAX_PARTS)
     attr = imp.ints(node, a, "split", low=None, high=1 << 62)
     count = imp.int_(node, a, "num_outputs")
     if sum(v is not None for v in (given, attr, count)) > 1:
@@ -237,6 +237,6 @@ def _read_transpose(imp, node, a):
 
 
 ONNX_IMPORTS = {
-    "Split": OnnxImport((1, 2), limits.MAX_DIM, ("axis", "split", "num_outputs"), _read_split),
+    "Split": OnnxImport((1, 2), MAX_PARTS, ("axis", "split", "num_outputs"), _read_split),
     "Transpose": OnnxImport((1, 1), 1, ("perm",), _read_transpose),
 }
