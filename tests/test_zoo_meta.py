@@ -7,35 +7,17 @@ import pytest
 
 import cnndsl
 from conftest import TORCHVISION, input_size, spec_path
+from torch_oracle import measured
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 def meta_measure(model, size: int):
-    """(params, buffers, MACs, conv output shapes in the order they ran) of a model on the meta device."""
-    macs, shapes = [], []
-
-    def hook(m, inp, out):
-        if isinstance(m, torch.nn.Conv2d):
-            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
-            shapes.append(tuple(out.shape[1:]))
-        elif isinstance(m, torch.nn.Linear):
-            macs.append(out[0].numel() * m.in_features)
-            if out.dim() == 4:       # a Linear over a channels-last map (ConvNeXt's): a 1x1 convolution
-                shapes.append((out.shape[3], out.shape[1], out.shape[2]))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(1, 3, size, size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    params = sum(p.numel() for p in model.parameters())
+    """(params, buffers, MACs, conv output shapes in the order they ran, output shape) on the meta device."""
+    macs, shapes, out = measured(model, size, device="meta", output=True)
     # BatchNorm's num_batches_tracked is a buffer of one element, as cnndsl counts it
-    buffers = sum(b.numel() for b in model.buffers())
-    return params, buffers, sum(macs), shapes, tuple(out.shape[1:])
+    return (sum(p.numel() for p in model.parameters()), sum(b.numel() for b in model.buffers()), macs, shapes,
+            out)
 
 
 def build_on_meta(ctor: str, kwargs: dict):

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 
-def measured(model, image=224):
+def measured(model, image=224, device=None, output=False):
     """Run a real forward pass; count conv/linear MACs from the shapes torch produced.
 
     Returns (MACs, the output shape of every Conv2d, and of every Linear on a channels-last map, in the order
-    they ran)."""
+    they ran), and with output=True the model's output shape per image too. device="meta" runs the pass on
+    PyTorch's meta device (shapes only, no arithmetic), for a model built there."""
     import torch
 
     macs, conv_shapes = [], []
@@ -26,8 +27,8 @@ def measured(model, image=224):
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, image, image))
+            out = model(torch.zeros(1, 3, image, image, device=device))
     finally:
         for h in handles:
             h.remove()
-    return sum(macs), conv_shapes
+    return (sum(macs), conv_shapes, tuple(out.shape[1:])) if output else (sum(macs), conv_shapes)

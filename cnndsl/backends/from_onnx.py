@@ -693,23 +693,29 @@ class _Importer:
         a = self.attrs(node, schema)
         self.types(node, schema)
         try:
-            handler = getattr(self, "n_" + op, None)
             if self.nhwc and any(v in self.nhwc for v in node.input):
                 self._channels_last(node, a, op)
             elif op == "Transpose" and self._to_channels_last(node, a):
                 pass
             elif op in _FOLDED and self.fold(node, a, op):
                 pass
-            elif handler is not None:
-                handler(node, a)
-            elif op in IMPORTS:
-                IMPORTS[op].read(self, node, a)
             else:
-                self._activation(node, a)
+                self.dispatch(node, a, op)
         except (CnnDslError, MemoryError, RecursionError):
             raise
         except Exception as e:  # the last line of defence: a malformed node no check above foresaw
             raise self.fail(f"malformed ONNX node {self.label(node)}: {type(e).__name__}: {_clean(e, 100)}") from None
+
+    def dispatch(self, node, a, op: str) -> None:
+        """Hand a checked node to its reader: the importer's own (n_<op>), its op family's (ops.IMPORTS), or
+        the generic reader of a one-node activation."""
+        handler = getattr(self, "n_" + op, None)
+        if handler is not None:
+            handler(node, a)
+        elif op in IMPORTS:
+            IMPORTS[op].read(self, node, a)
+        else:
+            self._activation(node, a)
 
     def n_Constant(self, node, a):
         if len(a) != 1:
@@ -1227,12 +1233,8 @@ class _Importer:
                 return
             if op == "MatMul":
                 self._pointwise(node)
-            elif hasattr(self, "n_" + op):
-                getattr(self, "n_" + op)(node, a)
-            elif op in IMPORTS:
-                IMPORTS[op].read(self, node, a)
             else:
-                self._activation(node, a)
+                self.dispatch(node, a, op)
         finally:
             self.layout_free = False
         self.nhwc.add(node.output[0])
