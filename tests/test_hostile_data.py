@@ -499,7 +499,8 @@ def test_cli_eval_with_weights_of_another_spec_or_broken_ones_exits_1(tmp_path, 
     spec = spec_file(tmp_path, SPEC.replace("conv3-4", "conv3-6"))
     npz = str(tmp_path / "train.npz")
     assert_input_error(cli("eval", str(spec), "--weights", str(tmp_path / "run" / "best.pt"), "--data", npz,
-                           "--device", "cpu"), "do not fit the spec", "stage1.conv1.weight")
+                           "--device", "cpu"), "is of another network", "layer 1 (conv1) is 'conv 3x3-4'",
+                       "'conv 3x3-6'")
     for i, (payload, needle) in enumerate([({"model": {"a": [1]}}, "holds a list"), ({"model": 3}, "'model' is a int"),
                                            ({"w": torch.zeros(1), "classes": 7}, "'classes' must be a list")]):
         path = write_payload(tmp_path / f"bad{i}.pt", payload)

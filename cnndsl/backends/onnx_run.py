@@ -150,6 +150,80 @@ def run(session, name: str, data: np.ndarray, timeout: Optional[float] = None) -
     return result
 
 
+def preprocessing_of(session):
+    """(the Preprocessing a cnndsl model records in its metadata, its output kind, whether it is embedded), or a
+    RunError for a model without one. The metadata is untrusted: Preprocessing.from_dict checks every value."""
+    import json
+
+    from ..preprocess import MAX_CLASSES, MAX_NAME, Preprocessing, PreprocessError
+    from .to_onnx import EMBEDDED_KEY, OUTPUT_KEY, PREPROCESSING_KEY
+    meta = session.get_modelmeta().custom_metadata_map
+    text = meta.get(PREPROCESSING_KEY)
+    if text is None:
+        raise RunError("the model records no preprocessing, so images cannot be prepared for it",
+                       hint="export it from a checkpoint of cnndsl train (cnndsl build --target onnx --weights "
+                            "run/best.pt), or give a prepared array with --input-file")
+    if len(text) > (MAX_CLASSES * (MAX_NAME + 4) + 100_000):
+        raise RunError("the model's preprocessing record is too large")
+    try:
+        plan = Preprocessing.from_dict(json.loads(text), "the model's preprocessing record")
+    except ValueError as e:
+        raise RunError(f"the model's preprocessing record is not JSON: {printable(str(e), 100)}") from None
+    except PreprocessError as e:
+        raise RunError(e.message, hint=e.hint) from None
+    kind = meta.get(OUTPUT_KEY, "probabilities")
+    if kind not in ("logits", "probabilities"):
+        raise RunError(f"the model's output kind {printable(kind, 20)!r} is neither logits nor probabilities")
+    return plan, kind, meta.get(EMBEDDED_KEY) == "true"
+
+
+MAX_IMAGES = 1 << 16        # image files classified in one call
+
+
+def classify(session, paths, top: int, timeout: Optional[float] = None) -> list:
+    """[(path, [(class name, probability), ...])] for image files, each prepared with the model's recorded
+    preprocessing (numpy, cnndsl/preprocess.py) or fed as uint8 to a model with the preprocessing embedded."""
+    from ..train.data import DataError, _pillow, read_image
+    if len(paths) > MAX_IMAGES:
+        raise RunError(f"{len(paths):,} images at once; classify at most {MAX_IMAGES:,}")
+    plan, kind, embedded = preprocessing_of(session)
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise RunError(f"the model has {len(inputs)} inputs; cnndsl run feeds models with one input")
+    meta = inputs[0]
+    Image = _pillow()
+    out = []
+    for path in paths:
+        try:
+            image = read_image(path, plan.file_channels(), None, Image)
+        except DataError as e:
+            raise RunError(e.message, hint=e.hint) from None
+        if embedded:
+            want = [d if isinstance(d, int) else None for d in meta.shape or ()]
+            if meta.type != "tensor(uint8)" or len(want) != 4:
+                raise RunError("the model says its preprocessing is embedded but its input is not uint8 images")
+            x = image.transpose(1, 2, 0)[None]
+            if any(w is not None and w != s for w, s in zip(want[1:], x.shape[1:])):
+                raise RunError(f"{printable(path)} is {x.shape[1]}x{x.shape[2]}x{x.shape[3]} but the model takes "
+                               f"{want[1]}x{want[2]}x{want[3]} images (its preprocessing is embedded for that size)",
+                               hint="export without --embed-preprocessing to classify images of any size")
+        else:
+            x = plan.apply(image[None])
+            if meta.type == "tensor(float16)":
+                x = x.astype(np.float16)
+        scores = run(session, meta.name, np.ascontiguousarray(x), timeout).astype(np.float64).reshape(1, -1)
+        if kind == "logits":
+            scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores /= scores.sum(axis=1, keepdims=True)
+        row = scores[0]
+        if not np.isfinite(row).all():
+            raise RunError(f"the model's outputs for {printable(path)} are not finite numbers")
+        order = np.argsort(-row, kind="stable")[:top]
+        names = plan.classes
+        out.append((path, [(names[i] if i < len(names) else str(i), float(row[i])) for i in order]))
+    return out
+
+
 def top_k(output: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     """The k largest scores of each sample: the output must hold numbers, one row (or more) per sample."""
     if not isinstance(output, np.ndarray) or output.dtype.kind not in "fiu":

@@ -159,6 +159,46 @@ def _to_onnx(graph: Graph, *, weights: Optional[dict], opset: int, seed: int, dy
     return model
 
 
+PREPROCESSING_KEY = "cnndsl.preprocessing"     # metadata: the preprocessing record (JSON, see cnndsl/preprocess.py)
+OUTPUT_KEY = "cnndsl.output"                   # metadata: "logits" or "probabilities"
+EMBEDDED_KEY = "cnndsl.embedded_preprocessing"  # metadata: "true" when the graph takes uint8 images
+
+
+def attach_preprocessing(model, plan, logits: bool, embed: bool = False):
+    """Record a checkpoint's preprocessing in the model's metadata (JSON), so that `cnndsl run MODEL IMAGE...`
+    and any other runtime prepare images as training did and name the classes; with `embed`, also put it in the
+    graph: the model then takes uint8 N x h x w x c images (the training images' size and channels) as input
+    'image', and its nodes do the channel step, the fit and the normalisation (cnndsl/preprocess.py)."""
+    import json
+
+    from onnx import TensorProto, helper
+    props = {p.key: p.value for p in model.metadata_props}
+    props[PREPROCESSING_KEY] = json.dumps(plan.to_dict())
+    props[OUTPUT_KEY] = "logits" if logits else "probabilities"
+    props[EMBEDDED_KEY] = "true" if embed else "false"
+    if embed:
+        g = model.graph
+        old = g.input[0]
+        elem = old.type.tensor_type.elem_type
+        batch = old.type.tensor_type.shape.dim[0]
+        network_input = old.name
+        target = network_input if elem == TensorProto.FLOAT else "preprocess_float32"
+        nodes, inits, image = plan.onnx_nodes(target, image_input="image")
+        if elem != TensorProto.FLOAT:       # an fp16 model: its input in its own type
+            nodes.append(helper.make_node("Cast", [target], [network_input], to=elem))
+        if batch.HasField("dim_value"):
+            image.type.tensor_type.shape.dim[0].dim_value = batch.dim_value
+        existing = list(g.node)
+        del g.node[:]
+        g.node.extend(nodes + existing)
+        g.initializer.extend(inits)
+        del g.input[:]
+        g.input.append(image)
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
+    return model
+
+
 def save(model, path: str, external_data: Optional[bool] = None) -> None:
     """Save a model; weights go to an external `<file>.data` when asked or when the model passes 2 GB.
 

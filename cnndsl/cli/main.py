@@ -97,19 +97,50 @@ def fmt(specs, check, write):
 @click.option("--fp16", is_flag=True, help="onnx: store weights and run in float16.")
 @click.option("--static-batch", is_flag=True, help="onnx: fix the batch to 1 instead of a dynamic 'N' axis.")
 @click.option("--external-data", is_flag=True, help="onnx: weights in FILE.data (automatic above 2 GB).")
+@click.option("--embed-preprocessing", is_flag=True,
+              help="onnx, with a cnndsl checkpoint: the model takes uint8 images (N x h x w x c) and prepares them "
+                   "itself, as training did.")
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
 @set_option
 @_guard
 def build(spec, target, output, weights, class_name, logits, seed, opset, fp16, static_batch, external_data,
-          input_shape, overrides):
-    """Emit SPEC for a backend: a self-contained PyTorch source file, or an ONNX model."""
+          embed_preprocessing, input_shape, overrides):
+    """Emit SPEC for a backend: a self-contained PyTorch source file, or an ONNX model.
+
+    An ONNX model built from a checkpoint of `cnndsl train` carries its preprocessing and class names in its
+    metadata (`cnndsl run MODEL IMAGE...` uses them), and with --embed-preprocessing in its graph too."""
     graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
+    if embed_preprocessing and not (target == "onnx" and weights):
+        raise click.UsageError("--embed-preprocessing needs --target onnx and --weights (a checkpoint of cnndsl "
+                               "train, which records its preprocessing)")
     if target == "onnx":
-        from ..backends.to_onnx import DEFAULT_OPSET, save, to_onnx
+        from ..backends.to_onnx import DEFAULT_OPSET, attach_preprocessing, save, to_onnx
         from ..train.weights import model_weights, read_state_dict
-        state = read_state_dict(weights, expected=model_weights(graph)) if weights else None
+        plan = None
+        if weights and not weights.endswith(".npz"):
+            from ..train.predict import plan_of
+            from ..train.trainer import check_network, fit_head
+            from ..train.weights import load_checkpoint, state_dict_of
+            payload = load_checkpoint(weights)
+            state = state_dict_of(payload)
+            graph = fit_head(graph, state)      # a classifier trained with --classes
+            check_network(payload, graph)
+            expected = model_weights(graph)
+            if set(state) != set(expected) or any(tuple(v.shape) != expected[k] for k, v in state.items()):
+                state = read_state_dict(weights, expected=expected)     # names the first weight that differs
+            if "preprocessing" in payload:
+                plan = plan_of(payload, graph)
+        else:
+            state = read_state_dict(weights, expected=model_weights(graph)) if weights else None
+        if embed_preprocessing and plan is None:
+            raise click.UsageError("--embed-preprocessing needs a checkpoint of cnndsl train (it records the "
+                                   "preprocessing); these weights carry none")
         model = to_onnx(graph, weights=state, opset=opset or DEFAULT_OPSET, seed=seed, fp16=fp16,
                         dynamic_batch=not static_batch, logits=logits)
+        if plan is not None:
+            from ..ir.ops import OPS
+            tail = OPS[graph.nodes[-1].op].logits_tail
+            attach_preprocessing(model, plan, logits=logits or not tail, embed=embed_preprocessing)
         _guard_output(output, lambda: save(model, output, external_data=True if external_data else None))
         source = "given weights" if weights else f"seeded weights (seed {seed})"
         click.echo(f"wrote {printable(output)} (opset {opset or DEFAULT_OPSET}, {len(model.graph.node)} ONNX nodes, {source})",

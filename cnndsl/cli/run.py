@@ -74,6 +74,7 @@ def _declared_bytes(f):
 
 @main.command("run")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--input-file", type=click.Path(exists=True, dir_okay=False), help="Input array (.npy); random if absent.")
 @click.option("--batch", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
               help="Batch size of a random input.")
@@ -85,12 +86,18 @@ def _declared_bytes(f):
 @click.option("--timeout", type=FiniteFloat(0.01, 86400), default=600.0, show_default=True,
               help="Stop a run of the model that takes longer (seconds).")
 @_guard
-def run_model(model, input_file, batch, output, top_k, provider, bench, seconds, timeout):
+def run_model(model, images, input_file, batch, output, top_k, provider, bench, seconds, timeout):
     """Run an ONNX MODEL with ONNX Runtime (CUDA when available, else CPU).
+
+    With IMAGE files, a model exported from a cnndsl checkpoint classifies them: each image is prepared as its
+    training was (the preprocessing in the model's metadata, or in its graph with --embed-preprocessing) and one
+    line per image gives `IMAGE: class probability, ...`, as `cnndsl predict` does.
 
     The model is checked first: external data must lie beside it, and models that loop (Loop, Scan) or make
     sizes from computed values are refused (see cnndsl.backends.from_onnx.check_before_run).
     """
+    if images and input_file:
+        raise click.UsageError("give IMAGE files or --input-file, not both")
     import numpy as np
 
     from ..backends import onnx_run
@@ -105,6 +112,11 @@ def run_model(model, input_file, batch, output, top_k, provider, bench, seconds,
     data = _read_array(input_file) if input_file else None
     session, used, why = onnx_run.load_session(model, provider)
     click.echo(f"provider: {used} ({why})", err=True)
+    if images:
+        for path, top in onnx_run.classify(session, images, top_k, timeout):
+            shown = ", ".join(f"{printable(name, 80)} {p:.4f}" for name, p in top)
+            click.echo(f"{printable(path)}: {shown}")
+        return
     name, data = onnx_run.make_input(session, data, batch)
     result = onnx_run.run(session, name, data, timeout)
     if output:

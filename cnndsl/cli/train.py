@@ -11,9 +11,18 @@ from ..errors import printable
 from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _read_text, _write_atomic, main  # noqa: F401
 
 
+# train's flags that are settings of the run (TrainConfig fields), by their parameter names
+_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+             "schedule": "schedule", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
+             "label_smoothing": "label_smoothing", "seed": "seed", "device": "device", "amp": "amp",
+             "channels_last": "channels_last", "compile_": "compile", "augment": "augment", "classes": "classes",
+             "freeze": "freeze", "backbone_lr": "backbone_lr", "init": "init", "init_torchvision": "init_torchvision",
+             "limit_train": "limit_train", "limit_test": "limit_test"}
+
+
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, help="mnist, fashion-mnist, cifar10, digits, a .npz file or an image folder.")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.option("--data", help="mnist, fashion-mnist, cifar10, digits, a .npz file or an image folder.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data files are (else $CNNDSL_DATA, Debian's).")
 @click.option("--epochs", type=click.IntRange(1, 100000), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=128, show_default=True)
@@ -39,59 +48,99 @@ from .common import FiniteFloat, _guard, _guard_output, _input_shape, _load, _re
 @click.option("--init-torchvision", type=click.Path(dir_okay=False),
               help="Start from a torchvision state dict file (matched by structure).")
 @click.option("--limit-train", type=click.IntRange(1), help="Use only the first N training images.")
+@click.option("--limit-test", type=click.IntRange(1), help="Test on only the first N test images.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default runs/<spec>-<time>).")
-@click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this folder.")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True),
+              help="Continue the run in this folder with its own settings (SPEC and --data may be left out).")
+@click.option("--force", is_flag=True, help="Start over in an --out folder that holds a run: the old run is moved "
+              "aside to FOLDER.old-<time>.")
 @click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="DistributedDataParallel processes on this machine.")
 @click.option("--quiet", is_flag=True, help="No progress bars; one JSON summary line at the end.")
 @_guard
 def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, weight_decay, warmup_epochs,
           label_smoothing, seed, device, amp, channels_last, compile_, augment, classes, freeze, backbone_lr, init,
-          init_torchvision, limit_train, out_dir, resume, nproc, quiet):
-    """Train SPEC on real data, with checkpoints in a run folder (Ctrl-C saves; --resume continues)."""
+          init_torchvision, limit_train, limit_test, out_dir, resume, force, nproc, quiet):
+    """Train SPEC on real data, with checkpoints in a run folder (Ctrl-C saves; --resume DIR continues).
+
+    A run folder is a record: run.json holds the spec, every setting, the data's source and fingerprint and the
+    environment; metrics.jsonl one line per epoch; last.pt and best.pt the checkpoints; curves and confusion
+    pictures. `--resume DIR` alone continues the run with its own settings; of the flags, only --epochs,
+    --device, --compile, --channels-last and --data-dir may change on resume.
+    """
     import datetime
     import os
-    from pathlib import Path
 
     from ..train import data as data_mod
     from ..train.augment import parse_augment
-    from ..train.trainer import TrainConfig, Trainer, train_distributed
-    from ..train.weights import load_checkpoint
-    graph = _load(spec)
-    try:
-        aug = parse_augment(augment if augment is not None else graph.settings.get("augment"))
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--augment")
-    dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:] if len(graph.input_shape) == 3 else None)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
-                         weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed, device=device, amp=amp,
-                         channels_last=channels_last, compile=compile_, augment=aug, classes=classes,
-                         freeze=tuple(f for f in freeze.split(",") if f), backbone_lr=backbone_lr, init=init,
-                         init_torchvision=init_torchvision, label_smoothing=label_smoothing, limit_train=limit_train)
-    stem = Path(spec).stem
-    out = Path(resume or out_dir or f"runs/{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    from ..train.trainer import Interrupted
-    if nproc > 1:
-        if resume:
-            raise click.UsageError("--resume with --nproc is not supported; resume with one process")
+    from ..train.record import holds_run, move_aside, RunLock
+    from ..train.trainer import Interrupted, TrainConfig, Trainer, resume_trainer, train_distributed
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                   click.core.ParameterSource.ENVIRONMENT)}
+
+    def parsed_augment(text, graph):
         try:
-            summary = train_distributed(graph, dataset, config, out, nproc)
-        except Interrupted as e:
-            _interrupted(e)
-        _finish(summary, True, None)
-        return
+            return parse_augment(text if text is not None else graph.settings.get("augment"))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--augment")
+    values = dict(ctx.params, freeze=tuple(f for f in freeze.split(",") if f))
     try:
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     except ValueError:
         raise click.UsageError("RANK and WORLD_SIZE (set by torchrun) must be whole numbers") from None
-    if world > 1:     # launched by torchrun: join its process group
-        import torch.distributed as dist
-        from ..train.trainer import pick_device
-        dist.init_process_group("nccl" if pick_device(device).startswith("cuda") else "gloo")
     reporter = _TrainProgress(quiet or rank != 0)
-    trainer = Trainer(graph, dataset, config, out, progress=reporter, rank=rank, world=world)
     if resume:
-        trainer.restore(load_checkpoint(str(out / "last.pt")))
+        if force:
+            raise click.UsageError("--force starts a new run; it cannot go with --resume")
+        if nproc > 1:
+            raise click.UsageError("--resume with --nproc is not supported; resume with one process")
+        if out_dir and os.path.realpath(out_dir) != os.path.realpath(resume):
+            raise click.UsageError("--out and --resume name different folders; --resume continues the run in its "
+                                   "own folder")
+        changes = {_SETTINGS[k]: values[k] for k in given if k in _SETTINGS}
+        if "augment" in changes:
+            changes["augment"] = parsed_augment(augment, None)
+        if "data_dir" in given:
+            changes["data_dir"] = os.path.abspath(data_dir)
+        graph = _load(spec) if spec else None
+        trainer = resume_trainer(resume, changes, progress=reporter, graph=graph, rank=rank, world=world,
+                                 data=_data_source(data) if data else None)
+    else:
+        if not spec or not data:
+            raise click.UsageError("give SPEC and --data (or --resume DIR to continue a run)")
+        out = Path(out_dir or f"runs/{Path(spec).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        if holds_run(out) and rank == 0:      # refused before any data is loaded; checked again under the lock
+            if not force:
+                raise click.UsageError(f"{printable(str(out))} already holds a run; continue it with --resume "
+                                       f"{printable(str(out))}, start over with --force (moves the old run aside), or "
+                                       "use another --out")
+            RunLock(out).acquire(write_pid=False).release()     # not while another process writes it
+            moved = move_aside(out)
+            click.echo(f"moved the old run aside to {printable(str(moved))}", err=True)
+        graph = _load(spec)
+        aug = parsed_augment(augment, graph)
+        dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:] if len(graph.input_shape) == 3 else None)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+                             weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed, device=device,
+                             amp=amp, channels_last=channels_last, compile=compile_, augment=aug, classes=classes,
+                             freeze=values["freeze"], backbone_lr=backbone_lr, init=init,
+                             init_torchvision=init_torchvision, label_smoothing=label_smoothing,
+                             limit_train=limit_train, limit_test=limit_test)
+        source = {"source": _data_source(data), "data_dir": os.path.abspath(data_dir) if data_dir else None}
+        if nproc > 1:
+            try:
+                summary = train_distributed(graph, dataset, config, out, nproc, source=source)
+            except Interrupted as e:
+                _interrupted(e)
+            _finish(summary, True, None)
+            return
+        if world > 1:     # launched by torchrun: join its process group
+            import torch.distributed as dist
+            from ..train.trainer import pick_device
+            dist.init_process_group("nccl" if pick_device(device).startswith("cuda") else "gloo")
+        trainer = Trainer(graph, dataset, config, out, progress=reporter, rank=rank, world=world, source=source)
     try:
         with reporter:
             summary = trainer.run()
@@ -101,6 +150,14 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
         _interrupted(e)
     if rank == 0:
         _finish(summary, quiet, reporter)
+
+
+def _data_source(data: str) -> str:
+    """--data as the run records it: a file or folder that exists as an absolute path, else the name."""
+    import os
+    names = {"fashion-mnist", "fashion_mnist", "fashionmnist", "mnist", "cifar10", "cifar-10", "digits",
+             "sklearn-digits"}         # as data.load reads them: a name first, then a path
+    return data if data.lower() in names or not os.path.exists(data) else os.path.abspath(data)
 
 
 def _interrupted(e) -> None:
@@ -210,37 +267,93 @@ def _plain(text: str, limit: int = 2000):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=512, show_default=True)
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="k of top-k accuracy.")
+@click.option("--limit-test", type=click.IntRange(1), help="Evaluate only the first N test images.")
+@click.option("--confusion", "confusion_out", type=click.Path(dir_okay=False),
+              help="Also draw the confusion matrix to this file (.svg or .png).")
 @click.option("--json", "as_json", is_flag=True)
 @_guard
-def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, as_json):
-    """Accuracy, top-k, confusion matrix and per-class accuracy of SPEC with trained weights."""
+def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, limit_test, confusion_out, as_json):
+    """Accuracy, top-k, confusion matrix and per-class accuracy of SPEC with trained weights.
+
+    Images are prepared as the checkpoint's preprocessing says (the one definition training used); a data set
+    whose class names differ from the checkpoint's is evaluated with a warning."""
     from ..train import data as data_mod
     from ..train.augment import Preprocess
-    from ..train.predict import model_for
-    from ..train.trainer import checkpoint_norm, evaluate, pick_device
+    from ..train.data import Split
+    from ..train.predict import model_for, plan_of
+    from ..train.trainer import evaluate, pick_device
+    if confusion_out and not confusion_out.lower().endswith((".svg", ".png")):
+        raise click.BadParameter("the confusion picture is an .svg or a .png file", param_hint="--confusion")
     graph, model, payload = model_for(_load(spec), weights)
-    norm = checkpoint_norm(payload, graph.input_shape[0])
+    plan = plan_of(payload, graph)
     dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:])
+    warnings = []
+    if plan.classes and list(plan.classes) != list(dataset.classes):
+        differ = next((i for i, (a, b) in enumerate(zip(plan.classes, dataset.classes)) if a != b),
+                      min(len(plan.classes), len(dataset.classes)))
+        warnings.append(f"the data's class names differ from the checkpoint's (first at class {differ}: "
+                        f"{_name_at(dataset.classes, differ)} here, {_name_at(plan.classes, differ)} in training; "
+                        f"{len(dataset.classes)} vs {len(plan.classes)} classes): the accuracy compares class "
+                        "indices")
+    for w in warnings:
+        click.echo(f"warning: {printable(w, 400)}", err=True)
     dev = pick_device(device)
-    pre = Preprocess(dataset.train.images.shape[1:], graph.input_shape, dataset.train.images).to(dev)
-    if norm is not None:   # the statistics the network was trained with
-        pre.mean, pre.std = norm[0].to(dev), norm[1].to(dev)
-    result = evaluate(model.to(dev), dataset.test, pre, dev, batch=batch_size, top=top)
+    pre = Preprocess.of(plan).to(dev)
+    test = dataset.test
+    if limit_test:
+        test = Split(test.images[:limit_test], test.labels[:limit_test])
+    result = evaluate(model.to(dev), test, pre, dev, batch=batch_size, top=top)
     result["classes"] = dataset.classes
+    result["warnings"] = warnings
+    if confusion_out:
+        from ..train.pictures import write_confusion
+        stem, fmt = confusion_out.rsplit(".", 1)
+        names = [dataset.classes[i] if i < len(dataset.classes) else str(i) for i in range(len(result["confusion"]))]
+        write_confusion(result["confusion"], names, stem, formats=(fmt.lower(),),
+                        title=f"{Path(spec).name}: accuracy {result['accuracy']:.4f} on {result['count']:,} images")
     if as_json:
         click.echo(json.dumps(result))
         return
+    _confusion_table(result, dataset.classes, top)
+    if confusion_out:
+        click.echo(f"wrote {printable(confusion_out)}", err=True)
+
+
+def _name_at(names, i) -> str:
+    return repr(printable(str(names[i]), 40)) if i < len(names) else "none"
+
+
+def _confusion_table(result: dict, classes, top: int) -> None:
+    """The confusion matrix as a table that fits the terminal: all columns when they fit, else the predicted
+    classes as numbered columns in as many bands of rows as it takes, never wrapped cells."""
     from rich.console import Console
     from rich.table import Table
     console = Console()
     console.print(_plain(f"{result['count']:,} test images: accuracy {result['accuracy']:.4f}, "
                          f"top-{top} {result[f'top{top}_accuracy']:.4f}, loss {result['loss']:.4f}"))
-    table = Table("true \\ predicted", *[str(i) for i in range(len(result["confusion"]))], "class acc",
-                  title="confusion matrix", title_justify="left")
-    for i, row in enumerate(result["confusion"]):
-        name = dataset.classes[i] if i < len(dataset.classes) else str(i)
-        table.add_row(_plain(f"{i} {name}", 60), *[str(v) for v in row], f"{result['per_class_accuracy'][i]:.3f}")
-    console.print(table)
+    matrix = result["confusion"]
+    n = len(matrix)
+    names = [printable(f"{i} {classes[i] if i < len(classes) else i}", 28) for i in range(n)]
+    label_w = max(len("true \\ predicted"), *(len(x) for x in names))
+    cell_w = max(len(str(n - 1)), *(len(str(v)) for row in matrix for v in row))
+    # each rich column takes its width + 3 (padding and a border); one more border closes the row
+    per_band = max(1, (console.width - (label_w + 3) - (len("class acc") + 3) - 1) // (cell_w + 3))
+    for first in range(0, n, per_band):
+        cols = range(first, min(n, first + per_band))
+        last = cols[-1] == n - 1
+        title = "confusion matrix" + (f" (predicted {cols[0]}..{cols[-1]})" if per_band < n else "")
+        table = Table(title=title, title_justify="left")
+        table.add_column("true \\ predicted", no_wrap=True, min_width=label_w)
+        for j in cols:
+            table.add_column(str(j), justify="right", no_wrap=True, min_width=cell_w)
+        if last:
+            table.add_column("class acc", justify="right", no_wrap=True)
+        for i, row in enumerate(matrix):
+            cells = [str(row[j]) for j in cols]
+            if last:
+                cells.append(f"{result['per_class_accuracy'][i]:.3f}")
+            table.add_row(_plain(names[i], 60), *cells)
+        console.print(table)
 
 
 @main.command()
@@ -255,5 +368,5 @@ def predict(spec, images, weights, top, device):
     from ..train.predict import model_for, predict as classify
     graph, model, payload = model_for(_load(spec), weights)
     for result in classify(graph, model, payload, images, top=top, device=device):
-        shown = ", ".join(f"{printable(name, 80)} {p:.3f}" for name, p in result.top)
+        shown = ", ".join(f"{printable(name, 80)} {p:.4f}" for name, p in result.top)
         click.echo(f"{printable(result.path)}: {shown}")

@@ -1,7 +1,8 @@
 """Preprocessing and augmentation on the training device, one batch at a time (no CPU data pipeline).
 
-The spec's input shape drives preprocessing: channel conversion, zero padding for slightly smaller images
-(MNIST's 28 into LeNet's 32) or bilinear resizing, and per-channel normalisation. Augmentation follows the
+The spec's input shape drives preprocessing (cnndsl/preprocess.py, one definition for every path): channel
+conversion, zero padding for slightly smaller images (MNIST's 28 into LeNet's 32) or resampling, and per-channel
+normalisation. Augmentation follows the
 seed notes: reflection, random crops (translations), random scaling, exposure and saturation adjustment.
 """
 from __future__ import annotations
@@ -12,56 +13,66 @@ from ..frontend.augment import AUGMENTATIONS, PRESETS, RANGES, check_augment, ch
 
 
 class Preprocess:
-    """uint8 N x c x h x w batches (on the device) -> normalised float N x C x H x W for the network."""
+    """uint8 N x c x h x w batches (on the device) -> normalised float N x C x H x W for the network: the steps
+    of a `preprocess.Preprocessing` plan (one definition for train, eval, predict, ONNX and `cnndsl run`), with
+    augmentation on the training batches between the fit and the normalisation.
 
-    def __init__(self, data_shape: tuple, target: tuple, train_images, augment: Optional[dict] = None):
+    `Preprocess(data_shape, target, train_images, augment)` measures the statistics of the training images;
+    `Preprocess.of(plan, augment)` uses a recorded plan (a checkpoint's)."""
+
+    def __init__(self, data_shape: tuple, target: tuple, train_images, augment: Optional[dict] = None,
+                 classes=()):
+        import numpy as np
+
+        from ..preprocess import Preprocessing, PreprocessError, channel_matrix, statistics
+        from .data import DataError
+        try:
+            channel_matrix(int(data_shape[0]), int(target[0]))
+        except PreprocessError as e:
+            raise DataError(e.message, hint=e.hint) from None
+        images = np.asarray(train_images)
+        mean, std = statistics(images, int(target[0]))
+        self._setup(Preprocessing(tuple(int(v) for v in target), tuple(int(v) for v in data_shape), mean, std,
+                                  tuple(classes)), augment)
+
+    @classmethod
+    def of(cls, plan, augment: Optional[dict] = None) -> "Preprocess":
+        self = cls.__new__(cls)
+        self._setup(plan, augment)
+        return self
+
+    def _setup(self, plan, augment):
         import torch
-        self.data_shape, self.target = tuple(data_shape), tuple(target)
+        self.plan = plan
+        self.data_shape, self.target = tuple(plan.source), tuple(plan.input)
         self.augment = check_augment(augment)
-        c, h, w = self.data_shape
-        tc, th, tw = self.target
-        self.pad = None
-        if (h, w) != (th, tw) and th >= h and tw >= w and (th - h) <= h // 4 and (tw - w) <= w // 4:
-            top, left = (th - h) // 2, (tw - w) // 2
-            self.pad = (left, tw - w - left, top, th - h - top)
-        # per-channel statistics of the training images, after channel conversion
-        sample = train_images[: min(len(train_images), 10000)]
-        x = self._channels(torch.as_tensor(sample).float() / 255.0)
-        self.mean = x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        self.std = torch.nan_to_num(x.std(dim=(0, 2, 3)), nan=1.0).clamp_min(1e-3).view(1, -1, 1, 1)  # 1 pixel: NaN
+        self.mean = torch.tensor(plan.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(plan.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.device = "cpu"
+        self._cache = {}
 
     def to(self, device):
         self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.device = device
+        self._cache = {}
         return self
 
-    def _channels(self, x):
-        c, tc = x.shape[1], self.target[0]
-        if c in (2, 4) and c != tc:     # grey + alpha, RGBA: drop the alpha channel, as Pillow converts them
-            x, c = x[:, :c - 1], c - 1
-        if c == tc:
-            return x
-        if c == 1:
-            return x.expand(-1, tc, -1, -1)
-        if tc == 1 and c == 3:
-            weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            return (x * weights).sum(1, keepdim=True)
-        from .data import DataError
-        raise DataError(f"cannot turn {c}-channel images into the spec's {tc} channels",
-                        hint="give grey or RGB images, or a spec whose input has 1 or 3 channels")
+    def _matrices(self, channels: int, size: tuple):
+        import torch
+        key = (channels, tuple(size))
+        if key not in self._cache:
+            self._cache[key] = tuple(torch.from_numpy(m).to(self.device) for m in self.plan.matrices(channels, size))
+        return self._cache[key]
 
     def __call__(self, batch, generator=None, train: bool = False):
         """Normalised input; `generator` draws the augmentation (the whole batch at once)."""
         import torch
-        import torch.nn.functional as F
-        x = self._channels(batch.float() / 255.0)
-        th, tw = self.target[1:]
-        if self.pad is not None:
-            x = F.pad(x, self.pad)
-        elif x.shape[-2:] != (th, tw):
-            x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
+        mc, mr, mw = self._matrices(batch.shape[1], tuple(batch.shape[-2:]))
+        x = torch.einsum("oc,nchw->nohw", mc.to(batch.device), batch.float())
+        x = torch.matmul(torch.matmul(mr.to(x.device), x), mw.to(x.device))
         if train and self.augment:
             x = self._augment(x, generator)
-        return (x - self.mean) / self.std
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def _augment(self, x, g):
         import torch

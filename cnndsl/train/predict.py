@@ -28,43 +28,82 @@ class Prediction(NamedTuple):
 
 def model_for(graph, weights: str):
     """`graph` with its classifier as wide as the checkpoint's, its PyTorch model holding the checkpoint's
-    weights (checked to fit and to be finite), and the checkpoint itself (for its norm_mean/std and classes)."""
-    from .trainer import build_model, fit_head
+    weights (checked to fit and to be finite), and the checkpoint itself (for its preprocessing and classes).
+
+    A checkpoint that records its network (cnndsl train's) must be of this spec's network: the first layer that
+    differs is named (a WeightsFitError), even where the weights' shapes would load."""
+    from .trainer import build_model, check_network, fit_head
     from .weights import load_checkpoint, state_dict_of
     payload = load_checkpoint(weights)
     state = state_dict_of(payload)
     graph = fit_head(graph, state)
+    check_network(payload, graph)
     return graph, build_model(graph, state), payload
 
 
+def plan_of(payload: dict, graph):
+    """The preprocessing a checkpoint was trained with (its record), or for weights without one (a state dict,
+    an older checkpoint) the spec's size with the checkpoint's norm statistics if any, else none: pixels in
+    [0, 1]."""
+    from ..preprocess import Preprocessing, PreprocessError
+    from .trainer import WeightsFitError, checkpoint_norm
+    c = graph.input_shape[0]
+    record = payload.get("preprocessing") if isinstance(payload, dict) else None
+    if record is not None:
+        try:
+            plan = Preprocessing.from_dict(record, "the checkpoint's preprocessing")
+        except PreprocessError as e:
+            raise WeightsFitError(e.message, hint=e.hint) from None
+        if tuple(plan.input) != tuple(graph.input_shape):
+            raise WeightsFitError(f"the checkpoint was trained on {_chw(plan.input)} inputs but the spec takes "
+                                  f"{_chw(graph.input_shape)}", hint="was it trained from another spec?")
+        return plan
+    norm = checkpoint_norm(payload, c)
+    mean, std = ((tuple(norm[0].flatten().tolist()), tuple(norm[1].flatten().tolist())) if norm is not None
+                 else ((0.0,) * c, (1.0,) * c))
+    classes = payload.get("classes") if isinstance(payload.get("classes"), list) else []
+    return Preprocessing(tuple(graph.input_shape), tuple(graph.input_shape), mean, std, tuple(classes))
+
+
+def _chw(shape) -> str:
+    c, h, w = shape
+    return f"{h}x{w}x{c}"
+
+
 def predict(graph, model, payload: dict, paths, top: int = 3, device: str = "auto") -> list[Prediction]:
-    """The `top` most likely classes of each image file, with their probabilities. Class names come from the
-    checkpoint's `classes` (else the class index, as a string)."""
+    """The `top` most likely classes of each image file, with their probabilities. Each image is read at its
+    own size and prepared as the checkpoint's preprocessing says (see cnndsl/preprocess.py): the same steps as
+    training, eval, the ONNX export and `cnndsl run`. Class names come from the checkpoint (else the index)."""
     import torch
 
     from .augment import Preprocess
-    from .data import load_images
-    from .trainer import checkpoint_norm, pick_device
+    from .data import DataError, data_budget, read_image, _pillow
+    from .trainer import pick_device
     paths = [str(p) for p in paths]
     if not paths:
         raise PredictError("no images to classify")
     if not isinstance(top, int) or isinstance(top, bool) or top < 1:
         raise PredictError(f"top must be a whole number >= 1, got {top!r}")
+    plan = plan_of(payload, graph)          # before reading any image: a checkpoint that cannot be used
     c, h, w = graph.input_shape
-    norm = checkpoint_norm(payload, c)          # before reading any image: a checkpoint that cannot be used
+    total = len(paths) * c * h * w * 4
+    budget, why = data_budget()
+    if total > budget:
+        raise DataError(f"{len(paths):,} images of {c} x {h} x {w} take {total:,} bytes as network inputs, beyond "
+                        f"{why}", hint="classify them in smaller groups")
     dev = pick_device(device)
-    batch = load_images(paths, 1 if c == 1 else 3, (h, w))
-    pre = Preprocess(batch.shape[1:], graph.input_shape, batch).to(dev)
-    if norm is not None:        # the statistics the network was trained with
-        pre.mean, pre.std = norm[0].to(dev), norm[1].to(dev)
-    classes = payload.get("classes") or []
+    pre = Preprocess.of(plan).to(dev)
+    classes = list(plan.classes) or (payload.get("classes") or [])
     model = model.to(dev).eval()
+    Image = _pillow()
     out = []
     with torch.no_grad():
         for start in range(0, len(paths), PREDICT_BATCH):
-            x = pre(torch.as_tensor(batch[start:start + PREDICT_BATCH]).to(dev))
+            group = paths[start:start + PREDICT_BATCH]
+            x = torch.cat([pre(torch.tensor(read_image(p, plan.file_channels(), None, Image)[None]).to(dev))
+                           for p in group])
             probs = torch.softmax(model(x).float(), 1).cpu()
-            for path, row in zip(paths[start:start + PREDICT_BATCH], probs):
+            for path, row in zip(group, probs):
                 if not bool(torch.isfinite(row).all()):
                     raise PredictError(f"the network's outputs for {path} are not finite numbers",
                                        hint="the weights are too large for float32 (a run that diverged?)")

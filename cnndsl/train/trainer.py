@@ -24,6 +24,8 @@ from ..errors import CnnDslError
 from ..ir import Graph, Node, verify
 from ..ir.names import module_paths
 from ..ir.ops import OPS
+from .record import (RUN_FILE, RunFolderError, RunLock, data_fingerprint, graph_fingerprint, graph_layers,
+                     holds_run, layer_mismatch, make_record, read_metrics, rewrite_metrics, write_json_atomic)
 from .weights import (WeightsError, _all_finite, check_norm, check_tensor, load_checkpoint,  # noqa: F401
                       state_dict_of)
 
@@ -77,6 +79,7 @@ class TrainConfig:
     init_torchvision: Optional[str] = None  # start from a torchvision state dict file (matched by structure)
     label_smoothing: float = 0.0
     limit_train: Optional[int] = None       # use only the first N training images (quick experiments)
+    limit_test: Optional[int] = None        # test on only the first N test images
 
 
 def _finite(value) -> bool:
@@ -106,6 +109,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
     whole("seed", c.seed, -(1 << 63), (1 << 63) - 1)
     whole("classes", c.classes, 1, MAX_CLASSES, optional=True)
     whole("limit_train", c.limit_train, 1, optional=True)
+    whole("limit_test", c.limit_test, 1, optional=True)
     if c.lr is not None:
         number("lr", c.lr, 0, 1000, low_open=True)
     number("weight_decay", c.weight_decay, 0, 10)
@@ -326,6 +330,21 @@ def fit_head(graph: Graph, state: dict) -> Graph:
     return graph if shape[0] == graph.output.shape[0] else replace_head(graph, shape[0])
 
 
+def check_network(payload, graph: Graph) -> None:
+    """A WeightsFitError naming the first layer where the network a checkpoint records (cnndsl train writes its
+    graph fingerprint and layers) differs from `graph`; weights without such a record pass (their state dict's
+    shapes are still checked where they load)."""
+    if not isinstance(payload, dict) or "graph" not in payload:
+        return
+    if payload["graph"] == graph_fingerprint(graph):
+        return
+    why, span = layer_mismatch(payload.get("layers"), graph) or ("its graph fingerprint differs from this spec's",
+                                                                   None)
+    raise WeightsFitError(f"the checkpoint is of another network: {why}", span=span,
+                          hint="use the spec it was trained from (run.json in its run folder holds it)"
+                          ).attach(graph.source if span else None, graph.filename)
+
+
 def checkpoint_norm(payload: dict, channels: int):
     """The normalisation a checkpoint was trained with, as (mean, std) of shape 1 x C x 1 x 1, or None if it
     carries none; a WeightsFitError if it is not sane statistics (see weights.check_norm) or does not match the
@@ -377,11 +396,19 @@ def _like(current, saved) -> bool:
 
 class Trainer:
     def __init__(self, graph: Graph, dataset: Dataset, config: TrainConfig, out: Path,
-                 progress: Optional[Callable[[dict], None]] = None, rank: int = 0, world: int = 1):
+                 progress: Optional[Callable[[dict], None]] = None, rank: int = 0, world: int = 1,
+                 source: Optional[dict] = None, lock: bool = True):
+        """`source` says where the data came from ({"source": name or path, "data_dir": folder or None}) for the
+        run record; `lock=False` when a parent process holds the run folder's lock (train_distributed)."""
         import torch
 
         from .augment import Preprocess
-        self.config, self.out, self.rank, self.world = config, out, rank, world
+        self.config, self.out, self.rank, self.world = config, Path(out), rank, world
+        self.source = dict(source or {"source": None, "data_dir": None})    # None: the caller did not say
+        self.lock_folder = lock
+        self.resumed = False
+        self.history: list[dict] = []           # one record per finished epoch (what metrics.jsonl holds)
+        self.partial = {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0}    # the epoch in progress
         self.progress = progress or (lambda event: None)
         check_config(config)
         check_dataset(dataset)
@@ -393,6 +420,10 @@ class Trainer:
         if config.limit_train:
             train = Split(train.images[: config.limit_train], train.labels[: config.limit_train])
         self.train_split = train
+        test = dataset.test
+        if config.limit_test:
+            test = Split(test.images[: config.limit_test], test.labels[: config.limit_test])
+        self.test_split = test
         self.graph = prepare_graph(graph, config.classes, dataset.num_classes)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
@@ -402,8 +433,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.head_prefix = ".".join(module_paths(self.graph)[classifier(self.graph).name])
         self._freeze()
-        self.pre = Preprocess(train.images.shape[1:], self.graph.input_shape, train.images, config.augment).to(
-            self.device)
+        self.pre = Preprocess(train.images.shape[1:], self.graph.input_shape, train.images, config.augment,
+                              classes=dataset.classes).to(self.device)
         on_device = train.images.nbytes < 2 << 30
         self.x = torch.as_tensor(train.images).to(self.device if on_device else "cpu")
         self.y = torch.as_tensor(train.labels).to(self.device)
@@ -511,11 +542,21 @@ class Trainer:
             "rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
             "spec": self.graph.source, "spec_file": self.graph.filename, "classes": list(self.dataset.classes),
             "norm_mean": self.pre.mean.cpu(), "norm_std": self.pre.std.cpu(),
+            "preprocessing": self.pre.plan.to_dict(), "graph": graph_fingerprint(self.graph),
+            "layers": graph_layers(self.graph), "history": list(self.history), "partial": self._partial(),
             "config": json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()}),
         }
         if torch.cuda.is_available():
             payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         return payload
+
+    def _partial(self) -> dict:
+        """The sums of the epoch in progress (zero between epochs), so a resumed epoch logs the whole epoch."""
+        if not self.step or getattr(self, "sums", None) is None:
+            return {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+        loss_sum, correct = self.sums
+        return {"loss_sum": float(loss_sum.item()), "correct": int(correct.item()), "count": int(self._count),
+                "seconds": time.perf_counter() - self._epoch_start}
 
     def restore(self, payload: dict) -> None:
         """Continue from a checkpoint of this run (see checkpoint()). Every part is checked before any is used: a
@@ -537,6 +578,12 @@ class Trainer:
                 from None
         self.epoch, self.step = payload["epoch"], payload["step"]
         self.global_step, self.best = payload["global_step"], float(payload["best"])
+        self.history = [dict(r) for r in payload.get("history", [])] if "history" in payload else [
+            r for r in read_metrics(self.out) if r.get("epoch", 0) <= self.epoch][:self.epoch]
+        self.partial = dict(payload.get("partial") or {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0})
+        if not self.step:
+            self.partial = {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+        self.resumed = True
 
     def _check_restore(self, payload) -> None:
         import torch
@@ -547,6 +594,7 @@ class Trainer:
             raise TrainError(f"the checkpoint lacks {', '.join(missing)}",
                              hint="--resume needs the last.pt that cnndsl train wrote; to start from other weights, "
                                   "use --init")
+        check_network(payload, self.graph)
         check_fits(self.model, payload["model"], "the checkpoint's weights")
         for key in ("epoch", "step", "global_step"):
             if not isinstance(payload[key], int) or isinstance(payload[key], bool) or payload[key] < 0:
@@ -578,6 +626,7 @@ class Trainer:
             if not (isinstance(cuda, (list, tuple)) and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8
                                                              for t in cuda)):
                 raise TrainError("the checkpoint's cuda_rng is not a list of GPU random states (byte tensors)")
+        self._check_history(payload)
         self._check_optimizer(payload["optimizer"], payload["global_step"])
         for key, current in (("scheduler", self.scheduler.state_dict()), ("scaler", self.scaler.state_dict())):
             saved = payload[key]
@@ -594,6 +643,32 @@ class Trainer:
         self._check_schedule(payload["scheduler"], payload["global_step"])
         if self.scaler.state_dict():
             self._check_scaler(payload["scaler"])
+
+    HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "test_loss", "lr", "seconds",
+                    "images_per_s")
+
+    def _check_history(self, payload) -> None:
+        """The epoch records and the partial sums a checkpoint carries: one record per finished epoch, numbered
+        1, 2, ..., finite numbers (a test loss may be None); partial sums finite, counts whole."""
+        if "history" in payload:
+            history, epoch = payload["history"], payload.get("epoch")
+            if not (isinstance(history, list) and isinstance(epoch, int) and len(history) == epoch):
+                raise TrainError(f"the checkpoint's history is not one record per finished epoch "
+                                 f"({str(epoch)[:20]})")
+            for i, r in enumerate(history):
+                ok = isinstance(r, dict) and r.get("epoch") == i + 1 and all(
+                    k in self.HISTORY_KEYS and (v is None or _finite(v) or (k == "train_loss" and isinstance(v, float)))
+                    for k, v in r.items())
+                if not ok:
+                    raise TrainError(f"the checkpoint's history record {i + 1} is malformed")
+        partial = payload.get("partial")
+        if partial is not None:
+            ok = (isinstance(partial, dict) and set(partial) == {"loss_sum", "correct", "count", "seconds"}
+                  and _finite(partial["loss_sum"]) and _finite(partial["seconds"]) and partial["seconds"] >= 0
+                  and all(isinstance(partial[k], int) and not isinstance(partial[k], bool) and partial[k] >= 0
+                          for k in ("correct", "count")) and partial["correct"] <= partial["count"])
+            if not ok:
+                raise TrainError("the checkpoint's sums of the epoch in progress are malformed")
 
     def max_lr(self) -> float:
         """The largest learning rate a group of this run may have: MAX_LR, times --backbone-lr if above 1."""
@@ -733,17 +808,60 @@ class Trainer:
         """Train to config.epochs; returns the summary. Ctrl-C saves last.pt and raises Interrupted; a training
         loss that turns non-finite or explodes (see diverged_above) stops the run, saves last.pt if the weights
         are still finite, and returns a summary with "diverged": true and "diverged_at"."""
-        import torch
-        import torch.nn.functional as F
         c = self.config
         n = len(self.y)
-        previous = signal.getsignal(signal.SIGINT)
-        try:        # every process: a Ctrl-C reaches them all, and they agree to stop at the same step
-            signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:      # not the main thread: no handler
-            previous = None
-        if self.rank == 0:
-            self._out_dir()         # a run folder that cannot be made fails now, not after an epoch of training
+        lock = self._claim_folder() if self.rank == 0 else None
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+            try:        # every process: a Ctrl-C reaches them all, and they agree to stop at the same step
+                signal.signal(signal.SIGINT, self._on_sigint)
+            except ValueError:      # not the main thread: no handler
+                previous = None
+            return self._run(c, n, previous)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_folder(self):
+        """Rank 0, before training: make the run folder, lock it (unless a parent process holds the lock),
+        refuse a folder that holds another run (a resumed run continues its own), write run.json for a new run,
+        and on resume rewrite metrics.jsonl from the checkpoint's history. Returns the lock, or None."""
+        self._out_dir()         # a run folder that cannot be made fails now, not after an epoch of training
+        if not self.lock_folder:        # the parent process (train_distributed) has claimed the folder
+            return None
+        lock = RunLock(self.out).acquire()
+        try:
+            if not self.resumed and holds_run(self.out):
+                raise RunFolderError(f"{self.out} already holds a run",
+                                     hint=f"continue it with --resume {self.out}, start over with --force (moves "
+                                          "the old run aside), or use another --out")
+            if not (self.out / RUN_FILE).exists():
+                write_json_atomic(self.out / RUN_FILE, self.record())
+            if self.resumed:
+                rewrite_metrics(self.out, self.history)
+        except OSError as e:
+            if lock is not None:
+                lock.release()
+            raise TrainError(f"cannot write the run folder {self.out}: {_why(e)}") from None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return lock
+
+    def record(self) -> dict:
+        """run.json: the spec, every setting, the data and its fingerprint, the preprocessing, the environment."""
+        ds = self.dataset
+        data = dict(self.source, name=ds.name, fingerprint=data_fingerprint(ds), train_images=len(ds.train.labels),
+                    test_images=len(ds.test.labels), image_shape=list(ds.train.images.shape[1:]),
+                    classes=list(ds.classes))
+        return make_record(self.graph.source, self.graph.filename, self.graph,
+                           getattr(self, "record_config", self.config), data, self.pre.plan.to_dict(),
+                           getattr(self, "record_device", self.device))
+
+    def _run(self, c, n, previous) -> dict:
+        import torch
+        import torch.nn.functional as F
         start = time.perf_counter()
         images_seen = 0
         first = True
@@ -754,10 +872,12 @@ class Trainer:
             while self.epoch < c.epochs and self.diverged_at is None:
                 order = torch.randperm(n, generator=_generator("cpu", c.seed, self.epoch)).to(self.y.device)
                 self.net.train()
-                loss_sum = torch.zeros((), device=self.device)
-                correct = torch.zeros((), device=self.device, dtype=torch.long)
-                count = 0
-                epoch_start = time.perf_counter()
+                loss_sum = torch.tensor(float(self.partial["loss_sum"]), device=self.device)
+                correct = torch.tensor(int(self.partial["correct"]), device=self.device, dtype=torch.long)
+                count = int(self.partial["count"])
+                self.sums = (loss_sum, correct)
+                epoch_start = time.perf_counter() - float(self.partial["seconds"])
+                self._count, self._epoch_start = count, epoch_start
                 while self.step < self.steps_per_epoch:
                     idx = order[self.step * self.batch:(self.step + 1) * self.batch]
                     per_rank = len(idx) // self.world
@@ -779,6 +899,7 @@ class Trainer:
                     loss_sum += loss.detach() * len(yb)
                     correct += (logits.argmax(1) == yb).sum()
                     count += len(yb)
+                    self._count = count
                     images_seen += len(idx)
                     self.step += 1
                     self.global_step += 1
@@ -808,11 +929,12 @@ class Trainer:
                 if self.diverged_at is not None:
                     break
                 train_loss, train_acc = loss_sum.item() / max(count, 1), correct.item() / max(count, 1)
-                epoch_time = time.perf_counter() - epoch_start
-                metrics = evaluate(self.model, self.dataset.test, self.pre, self.device, amp=c.amp,
+                epoch_time = time.perf_counter() - epoch_start      # training only: the test pass is not in it
+                metrics = evaluate(self.model, self.test_split, self.pre, self.device, amp=c.amp,
                                    channels_last=c.channels_last) if self.rank == 0 else {"accuracy": 0.0}
                 self.epoch += 1
                 self.step = 0
+                self.partial = {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
                 record = {"epoch": self.epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                           "test_accuracy": metrics["accuracy"], "test_loss": metrics.get("loss"),
                           "lr": self.optimizer.param_groups[0]["lr"], "seconds": epoch_time,
@@ -820,10 +942,15 @@ class Trainer:
                 improved = metrics["accuracy"] > self.best
                 if improved:
                     self.best = metrics["accuracy"]
-                self.log(record)
-                self.save("last.pt")
+                self.history.append(record)
+                # best.pt, then last.pt, then the log line: a kill anywhere leaves last.pt covering every logged
+                # epoch, and a resume from it redoes (identically) whatever came after it
                 if improved:
                     self.save("best.pt")
+                self.save("last.pt")
+                self.log(record)
+                self.last_confusion = metrics.get("confusion")
+                self.pictures()
                 self.progress({"event": "epoch", **record, "best": self.best})
         finally:
             if previous is not None:
@@ -832,6 +959,26 @@ class Trainer:
         return {"epochs": self.epoch, "best_test_accuracy": self.best, "seconds": total,
                 "images_per_s": images_seen / max(total, 1e-9), "device": self.device, "run_dir": str(self.out),
                 "diverged": self.diverged_at is not None, "diverged_at": self.diverged_at}
+
+    def pictures(self) -> None:
+        """curves.svg/png (and confusion.svg/png of the latest test pass) in the run folder; a picture that cannot
+        be drawn (no matplotlib) is left out, never a failed run."""
+        if self.rank != 0:
+            return
+        try:
+            from . import pictures
+        except ImportError:
+            return
+        try:
+            pictures.write_curves(self.history, self.out)
+            if getattr(self, "last_confusion", None):
+                pictures.write_confusion(self.last_confusion, list(self.dataset.classes), self.out / "confusion",
+                                         title=f"epoch {self.epoch}: test accuracy "
+                                               f"{self.history[-1]['test_accuracy']:.4f}")
+        except ImportError:
+            return
+        except (OSError, CnnDslError) as e:
+            self.progress({"event": "warning", "message": f"cannot draw the run's pictures: {e}"})
 
     def _interrupt(self):
         self.save("last.pt")
@@ -870,6 +1017,73 @@ class Trainer:
         if self.stop_requested:          # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.stop_requested = True
+
+
+def resume_trainer(folder, changes: Optional[dict] = None, progress=None, graph: Optional[Graph] = None,
+                   rank: int = 0, world: int = 1, data: Optional[str] = None) -> "Trainer":
+    """The run in `folder`, ready to continue with its own settings (run.json) from its last.pt (or from the
+    start, when it was stopped before its first checkpoint). `changes` may hold only the settings in
+    record.RESUME_SAFE, or values equal to the recorded ones; `graph`, when given, must be the recorded network.
+    The data is loaded from the recorded source (or from `data`, for a run whose record names none: one started
+    from the library) and must have the recorded fingerprint."""
+    from ..api import compile_source
+    from . import data as data_mod
+    from .record import RESUME_SAFE, config_from, read_record
+    folder = Path(folder)
+    record = read_record(folder)
+    settings = dict(record["settings"])
+    changes = dict(changes or {})
+    data_dir = changes.pop("data_dir", record["data"].get("data_dir"))
+    for key, value in changes.items():
+        if key not in settings:
+            raise RunFolderError(f"the run has no setting {key!r}")
+        old = settings[key]
+        if isinstance(old, list) and isinstance(value, tuple):
+            value = list(value)
+        if value != old and key not in RESUME_SAFE:
+            raise RunFolderError(f"--resume continues the run with its own settings: {key} was "
+                                 f"{_setting(old)}, not {_setting(value)}",
+                                 hint="leave the flag out; only " + ", ".join(
+                                     "--" + k.replace("_", "-") for k in RESUME_SAFE) + " may change on resume "
+                                 "(start a new run with --out to change the others)")
+        settings[key] = value
+    try:
+        config = check_config(config_from(settings, TrainConfig))
+    except TypeError as e:
+        raise RunFolderError(f"the run record's settings do not make a configuration: {e}") from None
+    spec = record["spec"]
+    recorded = compile_source(spec["text"], spec["file"], path=spec.get("path"))
+    if graph_fingerprint(recorded) != spec["graph"]:
+        raise RunFolderError("the run's spec no longer compiles to the network it trained (a file it uses has "
+                             "changed?)", hint="restore the spec's files as they were, or start a new run")
+    if graph is not None and graph_fingerprint(graph) != spec["graph"]:
+        why, span = layer_mismatch(graph_layers(recorded), graph) or ("the graphs differ", None)
+        raise RunFolderError(f"the spec given is not the network this run trains: {why}", span=span,
+                             hint="leave SPEC out: --resume uses the run's own spec"
+                             ).attach(graph.source if span else None, graph.filename)
+    source = record["data"].get("source")
+    if source is None and data is None:
+        raise RunFolderError("the run's record does not say where its data came from (it was started from the "
+                             "library)", hint="give --data with --resume: it must be the data the run started with")
+    if source is not None and data is not None and data != source:
+        raise RunFolderError(f"--resume uses the run's own data ({source}), not {data}", hint="leave --data out")
+    source = source if source is not None else data
+    dataset = data_mod.load(source, data_dir, size=recorded.input_shape[1:])
+    if data_fingerprint(dataset) != record["data"].get("fingerprint"):
+        raise RunFolderError(f"the data at {source!r} is not the data this run started with (its fingerprint "
+                             "differs)", hint="resume with the same data files, or start a new run")
+    trainer = Trainer(recorded, dataset, config, folder, progress=progress, rank=rank, world=world,
+                      source={"source": source, "data_dir": data_dir})
+    last = folder / "last.pt"
+    if last.exists():
+        trainer.restore(load_checkpoint(str(last)))
+    else:
+        trainer.resumed = True
+    return trainer
+
+
+def _setting(value) -> str:
+    return "(default)" if value is None else str(value)[:60]
 
 
 # ----------------------------------------------------------- evaluation --
@@ -953,7 +1167,7 @@ def distributed_worker(rank: int, world: int, init_file: str, spec: tuple, datas
         backend = "nccl" if pick_device(config.device).startswith("cuda") else "gloo"
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
         try:
-            trainer = Trainer(graph, dataset, config, Path(out), rank=rank, world=world)
+            trainer = Trainer(graph, dataset, config, Path(out), rank=rank, world=world, lock=False)
             try:
                 summary = trainer.run()
             except Interrupted as e:
@@ -998,7 +1212,8 @@ def _worker_failure(result_file: str, error: Exception, interrupted: bool) -> Ba
     return RuntimeError(f"training process {failed} failed: {lines[-1] if lines else type(error).__name__}")
 
 
-def train_distributed(graph: Graph, dataset: Dataset, config: TrainConfig, out: Path, nproc: int) -> dict:
+def train_distributed(graph: Graph, dataset: Dataset, config: TrainConfig, out: Path, nproc: int,
+                      source: Optional[dict] = None) -> dict:
     """Run `nproc` DDP processes on this machine (torch.multiprocessing); returns rank 0's summary.
 
     Everything that can be checked is checked here, before any process starts: the settings, the device and
@@ -1030,11 +1245,13 @@ def train_distributed(graph: Graph, dataset: Dataset, config: TrainConfig, out: 
     c, h, w = spec[2]
     worker_graph = compile_text(graph.source, filename=graph.filename, input_shape=(h, w, c))
     # the run as rank 0 will set it up, on the CPU: data, classes, --init weights, --freeze, the run folder
-    probe = Trainer(worker_graph, dataset, dataclasses.replace(config, device="cpu", compile=False), out)
+    probe = Trainer(worker_graph, dataset, dataclasses.replace(config, device="cpu", compile=False), out,
+                    source=source)
+    probe.record_config, probe.record_device = config, device      # the run's, not the CPU probe's
     if probe.batch % nproc:
         raise TrainError(f"--batch-size {probe.batch} does not split evenly over {nproc} processes",
                          hint=f"use a multiple of {nproc}")
-    probe._out_dir()
+    lock = probe._claim_folder()        # locked for the whole run; the workers do not lock
     del probe
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
@@ -1052,6 +1269,8 @@ def train_distributed(graph: Graph, dataset: Dataset, config: TrainConfig, out: 
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
             raise _worker_failure(result, e, bool(caught)) from None
         finally:
+            if lock is not None:
+                lock.release()
             spawn_log.setLevel(level)
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
