@@ -124,7 +124,7 @@ def data_fingerprint(dataset) -> str:
 
 def environment(device: str) -> dict:
     """Versions and the machine a run used: enough to reproduce it or to explain a difference."""
-    from .. import __version__
+    from ..version import __version__
     env = {"cnndsl": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "device": device}
     for name in ("torch", "numpy", "onnx", "onnxruntime"):

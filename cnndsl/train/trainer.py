@@ -863,7 +863,6 @@ class Trainer:
         import torch
         import torch.nn.functional as F
         start = time.perf_counter()
-        images_seen = 0
         first = True
         try:
             self.progress({"event": "start", "epochs": c.epochs, "steps_per_epoch": self.steps_per_epoch,
@@ -900,7 +899,6 @@ class Trainer:
                     correct += (logits.argmax(1) == yb).sum()
                     count += len(yb)
                     self._count = count
-                    images_seen += len(idx)
                     self.step += 1
                     self.global_step += 1
                     report = self.step % self.progress_every == 0 or self.step == self.steps_per_epoch
@@ -956,8 +954,10 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         total = time.perf_counter() - start
+        trained = sum(r["seconds"] for r in self.history)       # training time only: no test passes
+        seen = sum(r["images_per_s"] * r["seconds"] for r in self.history)
         return {"epochs": self.epoch, "best_test_accuracy": self.best, "seconds": total,
-                "images_per_s": images_seen / max(total, 1e-9), "device": self.device, "run_dir": str(self.out),
+                "train_seconds": trained, "images_per_s": seen / trained if trained > 0 else 0.0, "device": self.device, "run_dir": str(self.out),
                 "diverged": self.diverged_at is not None, "diverged_at": self.diverged_at}
 
     def pictures(self) -> None:
