@@ -14,7 +14,17 @@ from .common import (FiniteFloat, _guard, _guard_output, _input_shape, _load, _o
 
 @main.command()
 @click.argument("spec", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table (= --format json).")
+@click.option("--format", "out_format", type=click.Choice(["table", "json", "csv", "markdown"]), default=None,
+              help="Output: the table (default), one JSON object, or the view's rows as CSV or Markdown (exact "
+                   "numbers, the JSON's rows at the chosen depth).")
+@click.option("--depth", type=click.Choice(["stage", "block", "layer"]), default="layer", show_default=True,
+              help="One row per stage, per block instance (the name's component after the stage) or per layer.")
+@click.option("--budget", "budgets", multiple=True, metavar="KEY<=LIMIT,...",
+              help="Limits to check, e.g. params<=25M,macs<=4.1G,memory<=500MB; exit 3 when one is exceeded. "
+                   "Keys: params, macs, flops (K/M/G/T = powers of 1000), memory (= weights + peak "
+                   "activations), weights, activations, peak (bytes: KB/MB/GB/TB or KiB/MiB/GiB/TiB); "
+                   "operators <= and <.")
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1 << 20),
               help="Batch size for MACs and memory.")
@@ -23,17 +33,88 @@ from .common import (FiniteFloat, _guard, _guard_output, _input_shape, _load, _o
               help="Element type for memory figures.")
 @set_option
 @_guard
-def analyze(spec, as_json, input_shape, batch, dtype, overrides):
+def analyze(spec, as_json, out_format, depth, budgets, input_shape, batch, dtype, overrides):
     """Per-layer shapes, parameters, MACs, memory and receptive fields of SPEC ('-' reads stdin, a .onnx
-    file is imported)."""
+    file is imported). With --budget, exit 3 when a limit is exceeded."""
+    if as_json and out_format not in (None, "json"):
+        raise click.UsageError(f"--json is --format json; it cannot go with --format {out_format}")
+    out_format = "json" if as_json else out_format or "table"
+    limits = None
+    if budgets:
+        from ..analysis.views import BudgetError, parse_budget
+        try:
+            limits = parse_budget(",".join(budgets))
+        except BudgetError as e:
+            raise click.BadParameter(str(e), param_hint="--budget") from None
     from ..analysis.report import Report
     graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
     report = Report(graph, batch=batch, dtype=dtype)
-    if as_json:
-        click.echo(json.dumps(report.to_dict()))
-        return
-    from .render import print_report
-    print_report(report)
+    budget = None
+    if limits is not None:
+        from ..analysis.views import budget_lines, check_budget
+        budget = check_budget(report, limits)
+    if out_format == "table":
+        from .render import print_report
+        print_report(report, depth=depth, budget=budget)
+    else:
+        if out_format == "json":
+            if depth == "layer" and budget is None:
+                click.echo(json.dumps(report.to_dict()))
+            else:
+                from ..analysis.views import view_dict
+                data = view_dict(report, depth)
+                if budget is not None:
+                    data["budget"] = budget
+                click.echo(json.dumps(data))
+        else:
+            from ..analysis import views
+            text = views.to_csv(report, depth) if out_format == "csv" else views.to_markdown(report, depth, budget)
+            click.echo(text, nl=False)
+        if budget is not None:
+            for line in budget_lines(budget, failed_only=True):
+                click.echo(f"budget exceeded: {line}", err=True)
+    if budget is not None and not budget["ok"]:
+        sys.exit(3)         # over budget (1 is bad input, 2 a usage error)
+
+
+@main.command()
+@click.argument("spec_a", metavar="A", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("spec_b", metavar="B", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table (= --format json).")
+@click.option("--format", "out_format", type=click.Choice(["table", "json", "markdown"]), default=None,
+              help="Output: the table (default), one JSON object or Markdown.")
+@click.option("--depth", type=click.Choice(["stage", "layer"]), default="layer", show_default=True,
+              help="Compare per stage, or per layer (the table shows the layers that differ).")
+@click.option("--input", "input_shape", metavar="HxWxC", help="Override both specs' input size.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Batch size for MACs and memory.")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float16", "bfloat16", "float64", "int8"]),
+              help="Element type for memory figures.")
+@set_option
+@_guard
+def diff(spec_a, spec_b, as_json, out_format, depth, input_shape, batch, dtype, overrides):
+    """Compare two networks, A then B (specs, '-' for stdin, or .onnx files): layers aligned by name within
+    each stage, then by order; per stage and per layer the change in output shape, params, MACs, activation
+    memory and receptive field (B - A), and the totals."""
+    if as_json and out_format not in (None, "json"):
+        raise click.UsageError(f"--json is --format json; it cannot go with --format {out_format}")
+    if spec_a == "-" and spec_b == "-":
+        raise click.UsageError("only one of A and B can be '-' (standard input)")
+    out_format = "json" if as_json else out_format or "table"
+    from ..analysis.diff import Diff
+    from ..analysis.report import Report
+    shape, values = _input_shape(input_shape), _overrides(overrides)
+    reports = [Report(_load(spec, shape, values), batch=batch, dtype=dtype) for spec in (spec_a, spec_b)]
+    result = Diff(*reports)
+    if out_format == "json":
+        click.echo(json.dumps(result.to_dict(depth)))
+    elif out_format == "markdown":
+        from ..analysis.diff import to_markdown
+        click.echo(to_markdown(result, depth), nl=False)
+    else:
+        from .render import print_diff
+        print_diff(result, depth=depth)
 
 
 @main.command()
