@@ -79,14 +79,17 @@ def _declared_bytes(f):
 @click.option("--batch", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
               help="Batch size of a random input.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the output array here (.npy).")
-@click.option("--top-k", type=click.IntRange(1, 1000), default=5, show_default=True, help="Classes to print.")
+@click.option("--top-k", "--top", "top_k", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Classes to print.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object per image (with IMAGE files), else the "
+              "top classes of each sample.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--bench", is_flag=True, help="Report latency and throughput.")
 @click.option("--seconds", type=FiniteFloat(0.01, 3600), default=2.0, show_default=True, help="How long --bench runs.")
 @click.option("--timeout", type=FiniteFloat(0.01, 86400), default=600.0, show_default=True,
               help="Stop a run of the model that takes longer (seconds).")
 @_guard
-def run_model(model, images, input_file, batch, output, top_k, provider, bench, seconds, timeout):
+def run_model(model, images, input_file, batch, output, top_k, as_json, provider, bench, seconds, timeout):
     """Run an ONNX MODEL with ONNX Runtime (CUDA when available, else CPU).
 
     With IMAGE files, a model exported from a cnndsl checkpoint classifies them: each image is prepared as its
@@ -113,9 +116,8 @@ def run_model(model, images, input_file, batch, output, top_k, provider, bench, 
     session, used, why = onnx_run.load_session(model, provider)
     click.echo(f"provider: {used} ({why})", err=True)
     if images:
-        for path, top in onnx_run.classify(session, images, top_k, timeout):
-            shown = ", ".join(f"{printable(name, 80)} {p:.4f}" for name, p in top)
-            click.echo(f"{printable(path)}: {shown}")
+        from .train import print_predictions
+        print_predictions(onnx_run.classify(session, images, top_k, timeout), as_json)
         return
     name, data = onnx_run.make_input(session, data, batch)
     result = onnx_run.run(session, name, data, timeout)
@@ -127,7 +129,11 @@ def run_model(model, images, input_file, batch, output, top_k, provider, bench, 
         click.echo(f"wrote {printable(output)} ({onnx_run._shape_text(result.shape)})", err=True)
     else:
         for i, row in enumerate(onnx_run.top_k(result, top_k)):
-            click.echo(f"[{i}] " + "  ".join(f"{cls}:{score:.4f}" for cls, score in row))
+            if as_json:
+                import json
+                click.echo(json.dumps({"sample": i, "top": [[cls, score] for cls, score in row]}))
+            else:
+                click.echo(f"[{i}] " + "  ".join(f"{cls}:{score:.4f}" for cls, score in row))
     if bench:
         b = onnx_run.benchmark(session, name, data, seconds, timeout=timeout)
         click.echo(f"{b['runs']} runs at batch {b['batch']}: mean {b['mean_ms']:.2f} ms, p50 {b['p50_ms']:.2f} ms, "

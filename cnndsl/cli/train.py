@@ -360,13 +360,26 @@ def _confusion_table(result: dict, classes, top: int) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Checkpoint or state dict.")
-@click.option("--top", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--top-k", "--top", "top", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Classes to print per image.")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image: path and [class, probability].")
 @_guard
-def predict(spec, images, weights, top, device):
-    """Classify IMAGE files with SPEC and trained weights."""
+def predict(spec, images, weights, top, device, as_json):
+    """Classify IMAGE files with SPEC and trained weights: `IMAGE: class probability, ...` per image.
+
+    Each image is read at its own size and prepared as the checkpoint's training prepared its images."""
     from ..train.predict import model_for, predict as classify
     graph, model, payload = model_for(_load(spec), weights)
-    for result in classify(graph, model, payload, images, top=top, device=device):
-        shown = ", ".join(f"{printable(name, 80)} {p:.4f}" for name, p in result.top)
-        click.echo(f"{printable(result.path)}: {shown}")
+    print_predictions([(r.path, r.top) for r in classify(graph, model, payload, images, top=top, device=device)],
+                      as_json)
+
+
+def print_predictions(results, as_json: bool) -> None:
+    """`IMAGE: class probability, ...` lines (names made terminal-safe), or JSON lines with full precision."""
+    for path, top in results:
+        if as_json:
+            click.echo(json.dumps({"image": path, "top": [[name, p] for name, p in top]}))
+        else:
+            shown = ", ".join(f"{printable(name, 80)} {p:.4f}" for name, p in top)
+            click.echo(f"{printable(path)}: {shown}")
