@@ -278,6 +278,7 @@ def ir(spec, input_shape, overrides):
 
 
 from . import run as _run, train as _train  # noqa: E402,F401  (register their commands)
+from . import draw as _draw  # noqa: E402,F401  (registers `cnndsl draw`)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
