@@ -32,8 +32,9 @@ def test_analyze_json_schema(cli):
     assert len(names) == len(set(names))
     for layer in layers:
         assert {"name", "op", "stage", "output_shape", "params", "macs", "rf"} <= set(layer)
-        assert set(layer["rf"]) == {"size", "stride", "padding", "uniform"}
-        assert all(len(layer["rf"][k]) == 2 for k in ("size", "stride", "padding"))
+        assert set(layer["rf"]) == {"size", "jump", "stride", "padding", "uniform"}
+        assert all(len(layer["rf"][k]) == 2 for k in ("size", "jump", "stride", "padding"))
+        assert layer["rf"]["stride"] == layer["rf"]["jump"]     # `stride`: the deprecated name of `jump`
         assert layer["rf"]["uniform"] is True       # VGG-16: every layer is one grid
     first_conv = next(l for l in layers if l["op"] == "conv")
     assert first_conv["output_shape"] == [64, 224, 224] and first_conv["params"] == 1792

@@ -117,8 +117,10 @@ class RF(NamedTuple):
     uniform: bool = True
 
     def to_dict(self) -> dict:
-        return {"size": list(self.size), "stride": list(self.stride), "padding": list(self.padding),
-                "uniform": self.uniform}
+        # `jump` is what the table's "RF /jump" column shows; `stride` is the same numbers under its older name
+        # (deprecated, kept for readers written against it)
+        return {"size": list(self.size), "jump": list(self.stride), "stride": list(self.stride),
+                "padding": list(self.padding), "uniform": self.uniform}
 
 
 class Misalignment(NamedTuple):
@@ -131,6 +133,11 @@ def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
     rf: dict[str, RF] = {}
     bad: list[Misalignment] = []
     shape = {}
+    # Nodes whose every unit sees the whole of the input's field: global pooling, fc and whatever follows them,
+    # and the product of a gate (a C x 1 x 1 map broadcast over a larger one) and what follows it. Their
+    # formula field is the union of two different things (one unit's window and the whole field), so a merge
+    # with them is never unaligned: each of its units sees it all.
+    whole: set[str] = set()
     for n in g.nodes:
         shape[n.name] = n.shape
         if not n.inputs:
@@ -138,15 +145,21 @@ def receptive_fields(g: Graph) -> tuple[dict[str, RF], list[Misalignment]]:
             continue
         if len(n.inputs) > 1:
             grid = n.shape[1:3] if len(n.shape) == 3 else (1, 1)
-            rf[n.name] = _merge(n.name, [rf[i] for i in n.inputs], bad, grid)
+            rf[n.name] = _merge(n.name, [rf[i] for i in n.inputs], bad, grid,
+                                [i in whole for i in n.inputs])
+            if any(i in whole for i in n.inputs) or any(rf[i].grid == (1, 1) != grid for i in n.inputs):
+                whole.add(n.name)
             continue
         src = rf[n.inputs[0]]
+        if n.inputs[0] in whole:
+            whole.add(n.name)
         op = OPS[n.op]
         if not op.windowed:
             rf[n.name] = src      # pointwise, or a reshape: every unit sees what its input unit saw
             continue
         win = op.window(n.attrs, [shape[n.inputs[0]]])
         if win == GLOBAL:
+            whole.add(n.name)
             gh, gw = src.grid
             win = ((gh, gh, 0), (gw, gw, 0))
             grid = (1, 1)
@@ -259,72 +272,205 @@ def exact_fields(g: Graph, rf: dict[str, RF], misaligned: list[Misalignment]) ->
     return out, fields
 
 
-def _merge(name: str, ins: list[RF], bad: list[Misalignment], grid: tuple[int, int]) -> RF:
+def _merge(name: str, ins: list[RF], bad: list[Misalignment], grid: tuple[int, int],
+           whole: Optional[list[bool]] = None) -> RF:
     """The union of the inputs' fields. An input of one unit broadcast over a larger grid (a gate) joins every
-    unit: no misalignment, and exact_fields gives each unit its field."""
+    unit: no misalignment, and exact_fields gives each unit its field. Neither is a merge with an input whose
+    every unit sees the whole field (`whole`, per input: after a gate or global pooling) unaligned."""
     size, jump, pad = [], [], []
+    whole = whole or [False] * len(ins)
+    seen_all = any(whole)
     gates = [r for r in ins if r.grid == (1, 1) != grid]
     ins = [r for r in ins if r.grid != (1, 1) or grid == (1, 1)]
+    what = []                   # (what differs, axis) per unaligned axis
     for i in (0, 1):
         starts = [-r.padding[i] for r in ins]
         ends = [-r.padding[i] + r.size[i] - 1 for r in ins]
         jumps = {r.stride[i] for r in ins}
         centres = {s + e for s, e in zip(starts, ends)}
-        if len(jumps) > 1 or len(centres) > 1:
-            axis = "height" if i == 0 else "width"
-            what = f"strides {sorted(jumps)}" if len(jumps) > 1 else \
-                f"fields centred {sorted(c / 2 for c in centres)} px apart along the {axis}"
-            bad.append(Misalignment(name, f"merge '{name}' joins unaligned inputs ({what})"))
+        if (len(jumps) > 1 or len(centres) > 1) and not seen_all:
+            differs = f"jumps {sorted(jumps)}" if len(jumps) > 1 else \
+                f"fields centred {(max(centres) - min(centres)) / 2:g} px apart"
+            what.append((differs, "height" if i == 0 else "width"))
         start = min(starts + [-r.padding[i] for r in gates])
         end = max(ends + [-r.padding[i] + r.size[i] - 1 for r in gates])
         size.append(end - start + 1)
         pad.append(-start)
         jump.append(max(jumps))
+    if what:
+        if len(what) == 2 and what[0][0] == what[1][0]:
+            what = [(what[0][0], "height and the width")]
+        text = "; ".join(f"{differs} along the {axis}" for differs, axis in what)
+        bad.append(Misalignment(name, f"merge '{name}' joins unaligned inputs ({text})"))
     return RF(tuple(size), tuple(jump), tuple(pad), grid)
 
 
-def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligned: list[Misalignment]) -> list[dict]:
-    """What a designer wants to hear: truncating pools, FC-heavy parameter budgets, small fields, unaligned merges."""
-    out: list[dict] = []
+# What the report says about a network, by kind. A *warning* is a likely mistake; a *note* is a fact about a
+# choice the classics make on purpose (AlexNet's and VGG's fc layers, LeNet's small field), shown without alarm.
+#   truncation    a window that never reads the last rows or columns: a note when it drops at most
+#                 TRUNCATION_NOTE of the map (a 7x7/2 conv on 224, AlexNet's paper layout), a warning when more
+#                 (a 2x2 pool on a 7x7 map drops a seventh: usually a wrong input size)
+#   fc-heavy      fully-connected layers hold most of the parameters: always a note (AlexNet, VGG by design)
+#   small-field   the receptive field where the classifier starts is smaller than the input: a note, a warning
+#                 when it covers less than half the input's height or width in a network of DEEP or more
+#                 convolutions (in a deep net it is usually a missing downsampling or a wrong input size)
+#   unaligned     a merge of inputs whose fields are not centred alike or step differently: a warning
+#   dead-weights  a convolution some of whose kernel taps only ever read padding (a 3x3 conv on a 1x1 map, an
+#                 ImageNet network at CIFAR's size): a warning
+#   unused        a node whose output nothing reads (a dead layer; ir.verify refuses them): a warning
+#   input-layout  an input written channels first (3x32x32 read as HxWxC): a warning with a hint
+TRUNCATION_NOTE = 0.1
+DEEP = 5
 
-    def warn(node, message):
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def channels_first(hwc: tuple) -> Optional[tuple[int, int, int]]:
+    """The HxWxC an input probably meant when it looks written channels first (3x32x32: 3 rows of 32 columns
+    with 32 channels), else None: the first size is 1, 3 or 4 and the other two are larger than 4."""
+    h, w, c = hwc
+    return (w, c, h) if h in (1, 3, 4) and w > 4 and c > 4 else None
+
+
+def layout_message(hwc: tuple, written: str = "input") -> Optional[tuple[str, str]]:
+    """(message, hint) when an input size `written` as HxWxC (`input` in a spec, `--input` on the command line)
+    looks channels first; else None."""
+    meant = channels_first(hwc)
+    if meant is None:
+        return None
+    h, w, c = hwc
+    return (f"{written} {h}x{w}x{c} is read as HxWxC: an image {h} pixel{'s' if h > 1 else ''} high and {w} wide "
+            f"with {c} channels", f"did you mean {written} {'x'.join(map(str, meant))}? (height x width x channels)")
+
+
+def input_layout(g: Graph) -> Optional[dict]:
+    """The warning (kind `input-layout`) for a spec whose `input` line looks channels first (`input 3x32x32`),
+    at that line; None otherwise, and for a size given in its place (--input, input_shape=), checked where it
+    is read."""
+    first = g.nodes[0]
+    if len(first.shape) != 3 or g.settings.get("input_from") != "spec":
+        return None
+    c, h, w = first.shape
+    found = layout_message((h, w, c))
+    if found is None:
+        return None
+    span = first.span
+    return {"kind": "input-layout", "node": first.name, "message": found[0],
+            "line": span.line if span else None, "column": span.column if span else None, "hint": found[1]}
+
+
+def findings(g: Graph, param_table: dict[str, int], rf: dict[str, RF],
+             misaligned: list[Misalignment]) -> tuple[list[dict], list[dict]]:
+    """(warnings, notes): each {kind, node, message, line, column} and `hint` where there is one."""
+    warns: list[dict] = []
+    notes: list[dict] = []
+
+    def add(note: bool, kind: str, node, message: str, hint: Optional[str] = None):
         span = g[node].span if node in g else None
-        out.append({"node": node, "message": message,
-                    "line": span.line if span else None, "column": span.column if span else None})
+        item = {"kind": kind, "node": node, "message": message,
+                "line": span.line if span else None, "column": span.column if span else None}
+        if hint:
+            item["hint"] = hint
+        (notes if note else warns).append(item)
 
+    layout = input_layout(g)
+    if layout:
+        warns.append(layout)
     for n in g.nodes:
         if OPS[n.op].slides and len(n.shape) == 3:
             src = g[n.inputs[0]].shape
             a = n.attrs
             win = OPS[n.op].window(a, [src])
-            lost = []
-            for i, axis in ((0, "rows"), (1, "columns")):
+            lost, fraction = [], 0.0
+            for i, axis in ((0, "row"), (1, "column")):
                 keff, stride, pad = win[i]
                 last = (n.shape[i + 1] - 1) * stride - pad + keff - 1
                 if src[i + 1] - 1 > last:
-                    lost.append(f"{src[i + 1] - 1 - last} {axis}")
+                    lost.append(_plural(src[i + 1] - 1 - last, axis))
+                    fraction = max(fraction, (src[i + 1] - 1 - last) / src[i + 1])
             reads_all = all(keff >= stride for keff, stride, _ in win)
             if lost and reads_all:  # a 1x1/2 projection skips rows by design; only report real truncation
-                warn(n.name, f"{n.op} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])} on a "
-                     f"{fmt_shape(src[1:])} map never reads the last {' and '.join(lost)} "
-                     f"(output {fmt_shape(n.shape[1:])})")
+                add(fraction <= TRUNCATION_NOTE, "truncation", n.name,
+                    f"{n.op} {fmt_shape(a['kernel'])}/{fmt_shape(a['stride'])} on a {fmt_shape(src[1:])} map never "
+                    f"reads the last {' and '.join(lost)} (output {fmt_shape(n.shape[1:])})"
+                    + ("" if fraction <= TRUNCATION_NOTE else f": {100 * fraction:.0f}% of the map is lost"),
+                    None if fraction <= TRUNCATION_NOTE else
+                    "check the input size, or pad (`[pad=1]`) or round up (`[ceil]`) so the window reaches the edge")
     total = sum(param_table.values())
     dense = [n.name for n in g.nodes if OPS[n.op].weight and len(n.shape) == 1]    # fully connected
     fc = sum(param_table[k] for k in dense)
     if total and fc / total > 0.5:
-        warn(dense[0],
-             f"fully-connected layers hold {100 * fc / total:.1f}% of the parameters "
-             f"({fc:,} of {total:,})")
+        add(True, "fc-heavy", dense[0],
+            f"fully-connected layers hold {100 * fc / total:.1f}% of the parameters ({fc:,} of {total:,})")
     head = _classifier_input(g)
     if head is not None:
         field = rf[head]
         want = g.input_shape[1:3]
         if field.size[0] < want[0] or field.size[1] < want[1]:
-            warn(head, f"receptive field {fmt_shape(field.size)} at '{head}', where the classifier starts, is "
-                 f"smaller than the {fmt_shape(want)} input")
+            index = next(i for i, n in enumerate(g.nodes) if n.name == head)
+            convs = sum(1 for n in g.nodes[1:index + 1] if OPS[n.op].weight and len(n.shape) == 3)
+            narrow = 2 * field.size[0] < want[0] or 2 * field.size[1] < want[1]
+            if narrow and convs >= DEEP:
+                add(False, "small-field", head,
+                    f"receptive field {fmt_shape(field.size)} at '{head}', where the classifier starts, covers less "
+                    f"than half of the {fmt_shape(want)} input after {convs} convolutions",
+                    "each feature the classifier reads sees only a patch: downsample more (strides, pooling) or "
+                    "check the input size")
+            else:
+                add(True, "small-field", head,
+                    f"receptive field {fmt_shape(field.size)} at '{head}', where the classifier starts, is smaller "
+                    f"than the {fmt_shape(want)} input")
     for m in misaligned:
-        warn(m.node, m.message)
-    return out
+        add(False, "unaligned", m.node, m.message,
+            "give the branches the same strides and padding so their units stay centred alike (a projection "
+            "shortcut with the stride of the branch)")
+    for n in g.nodes:
+        if OPS[n.op].slides and OPS[n.op].weight and len(n.shape) == 3:
+            src = g[n.inputs[0]].shape
+            a = n.attrs
+            live = [_live_taps(a["kernel"][i], a["stride"][i], a["padding"][i], a["dilation"][i], src[i + 1],
+                               n.shape[i + 1]) for i in (0, 1)]
+            taps = a["kernel"][0] * a["kernel"][1]
+            if live[0] * live[1] < taps:
+                add(False, "dead-weights", n.name,
+                    f"{n.op} {fmt_shape(a['kernel'])} on a {fmt_shape(src[1:])} map: only {live[0] * live[1]} of its "
+                    f"{taps} kernel taps ever read the input, the others read only padding (their weights never "
+                    f"see data)", "the map is too small for the window: use a larger input, or downsample less "
+                    "before it")
+    used = {i for n in g.nodes for i in n.inputs}
+    for n in g.nodes[1:-1]:        # ir.verify refuses these; a graph made by hand may still have them
+        if n.name not in used:
+            add(False, "unused", n.name, f"'{n.name}' is never used: nothing reads its output",
+                "remove it, or merge it with the network (add, cat)")
+    return warns, notes
+
+
+def _live_taps(kernel: int, stride: int, pad: int, dilation: int, size: int, out: int) -> int:
+    """How many of a window's `kernel` taps along one axis read a real cell of the `size` input for some of
+    the `out` outputs (the others only ever read padding). Exact for small outputs, where dead taps happen
+    (a 3x3 convolution on a 1x1 map); a window over a map of more than 32 outputs counts every tap."""
+    if out > 32:
+        return kernel
+    spans = []
+    for o in range(out):            # the taps j with 0 <= o*stride - pad + j*dilation < size
+        lo = max(0, -((o * stride - pad) // dilation))
+        hi = min(kernel - 1, (size - 1 - o * stride + pad) // dilation)
+        if lo <= hi:
+            spans.append((lo, hi))
+    count, end = 0, -1
+    for lo, hi in sorted(spans):
+        if hi > end:
+            count += hi - max(lo, end + 1) + 1
+            end = hi
+    return count
+
+
+def warnings(g: Graph, param_table: dict[str, int], rf: dict[str, RF], misaligned: list[Misalignment]) -> list[dict]:
+    """The likely mistakes among findings(): truncating windows that lose much of a map, small fields in deep
+    networks, unaligned merges, unused nodes, channels-first inputs."""
+    return findings(g, param_table, rf, misaligned)[0]
 
 
 def _classifier_input(g: Graph):

@@ -10,7 +10,7 @@ from ..ir.ops import OPS
 
 
 class Report:
-    """Per-layer rows, totals and warnings for one graph; `to_dict()` is the JSON schema."""
+    """Per-layer rows, totals, warnings and notes for one graph; `to_dict()` is the JSON schema."""
 
     @gc_paused
     def __init__(self, graph: Graph, batch: int = 1, dtype: str = "float32"):
@@ -23,7 +23,8 @@ class Report:
         self.activations = passes.activation_bytes(graph, batch, dtype)
         rf, misaligned = passes.receptive_fields(graph)
         self.rf, self._fields = passes.exact_fields(graph, rf, misaligned)
-        self.warnings = passes.warnings(graph, self.params, self.rf, misaligned)
+        # warnings: likely mistakes; notes: facts about deliberate choices (see passes.findings)
+        self.warnings, self.notes = passes.findings(graph, self.params, self.rf, misaligned)
         size = passes.DTYPE_BYTES[dtype]
         total_params = sum(self.params.values())
         total_buffers = sum(self.buffers.values())
@@ -92,4 +93,5 @@ class Report:
             "stages": self.stages(),
             "layers": [self.layer(n.name) for n in g.nodes],
             "warnings": [dict(w) for w in self.warnings],
+            "notes": [dict(w) for w in self.notes],
         }

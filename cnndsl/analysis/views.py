@@ -258,7 +258,7 @@ def _md_rf(row) -> list[str]:
 
 def to_markdown(report: Report, depth: str = "layer", budget: Optional[dict] = None) -> str:
     """The view as Markdown: a title line, the rows (exact numbers with thousands separators), the totals,
-    the budget if given, and the warnings."""
+    the budget if given, the warnings and the notes."""
     g = report.graph
     num = "{:,}".format
     out = [f"**{md_escape(g.filename)}**: input {shape_text(g.input_shape)} (CxHxW), output "
@@ -286,11 +286,13 @@ def to_markdown(report: Report, depth: str = "layer", budget: Optional[dict] = N
                                                    "weight_bytes", "activation_bytes", "peak_activation_bytes")])]
     if budget is not None:
         out += ["", md_budget(budget)]
-    if report.warnings:
+    if report.warnings or report.notes:
         out.append("")
-        for w in report.warnings:
-            where = f"line {w['line']}, column {w['column']}: " if w.get("line") else ""
-            out.append(f"- warning: {where}{md_escape(w['message'], 2000)}")
+        for kind, items in (("warning", report.warnings), ("note", report.notes)):
+            for w in items:
+                where = f"line {w['line']}, column {w['column']}: " if w.get("line") else ""
+                hint = f" (hint: {md_escape(w['hint'], 2000)})" if w.get("hint") else ""
+                out.append(f"- {kind}: {where}{md_escape(w['message'], 2000)}{hint}")
     return "\n".join(out) + "\n"
 
 

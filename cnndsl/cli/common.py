@@ -50,11 +50,18 @@ def _input_shape(value: Optional[str]):
                                   for p in parts):
         raise click.BadParameter(f"expected HxWxC such as 224x224x3, each from 1 to {limits.MAX_DIM:,}, "
                                  f"got {printable(value, 40)!r}")
-    return tuple(int(p) for p in parts)
+    shape = tuple(int(p) for p in parts)
+    from ..analysis.passes import layout_message
+    found = layout_message(shape, "--input")     # 3x64x64: channels first, read as 3 rows of 64 x 64 channels
+    if found:
+        click.echo(f"warning: {found[0]}\n  hint: {found[1]}", err=True)
+    return shape
 
 
-def _load(path: str, input_shape=None, overrides=None):
-    """Compile a spec file (or '-' for standard input); errors propagate as CnnDslError."""
+def _load(path: str, input_shape=None, overrides=None, layout_warning: bool = True):
+    """Compile a spec file (or '-' for standard input); errors propagate as CnnDslError. A spec whose `input`
+    line looks channels first gets a warning on standard error, unless `layout_warning` is False (analyze
+    reports it with its other warnings)."""
     from ..api import compile_source
     if path.lower().endswith(".onnx"):   # analyze a model cnndsl did not write
         if overrides:
@@ -62,8 +69,15 @@ def _load(path: str, input_shape=None, overrides=None):
         from ..backends.from_onnx import import_onnx
         return import_onnx(path, input_shape)
     text, filename = _read_text(path)
-    return compile_source(text, filename, input_shape=input_shape, overrides=overrides,
-                          path=None if path == "-" else path)
+    graph = compile_source(text, filename, input_shape=input_shape, overrides=overrides,
+                           path=None if path == "-" else path)
+    if layout_warning:
+        from ..analysis.passes import input_layout
+        found = input_layout(graph)
+        if found:
+            where = f"{printable(graph.filename)}:{found['line']}:{found['column']}: " if found["line"] else ""
+            click.echo(f"{where}warning: {found['message']}\n  hint: {found['hint']}", err=True)
+    return graph
 
 
 _SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

@@ -47,7 +47,7 @@ def analyze(spec, as_json, out_format, depth, budgets, input_shape, batch, dtype
         except BudgetError as e:
             raise click.BadParameter(str(e), param_hint="--budget") from None
     from ..analysis.report import Report
-    graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
+    graph = _load(spec, _input_shape(input_shape), _overrides(overrides), layout_warning=False)  # in the report
     report = Report(graph, batch=batch, dtype=dtype)
     budget = None
     if limits is not None:
@@ -120,11 +120,20 @@ def diff(spec_a, spec_b, as_json, out_format, depth, input_shape, batch, dtype, 
 @main.command()
 @click.argument("spec", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: spec, ok, layers, input and output shapes, stages, warnings.")
 @set_option
 @_guard
-def check(spec, input_shape, overrides):
+def check(spec, input_shape, overrides, as_json):
     """Parse and verify SPEC only; exit 0 when it is a valid network."""
-    graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
+    graph = _load(spec, _input_shape(input_shape), _overrides(overrides), layout_warning=not as_json)
+    if as_json:
+        from ..analysis.passes import input_layout
+        layout = input_layout(graph)
+        click.echo(json.dumps({"spec": graph.filename, "ok": True, "layers": len(graph.nodes) - 1,
+                               "input_shape": list(graph.input_shape), "output_shape": list(graph.output.shape),
+                               "stages": list(graph.stages), "warnings": [layout] if layout else []}))
+        return
     shape = "x".join(map(str, graph.output.shape))
     click.echo(f"{printable(graph.filename)}: ok ({len(graph.nodes) - 1} layers, output {shape})")
 
@@ -266,14 +275,36 @@ def import_model(model, input_shape):
     click.echo(write_spec(import_onnx(model, _input_shape(input_shape))), nl=False)
 
 
+def _plain(value):
+    """An attribute value as JSON: tuples as lists, numbers, booleans and strings as they are."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
 @main.command()
 @click.argument("spec", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--input", "input_shape", metavar="HxWxC", help="Override the spec's input size.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: spec, input and output shapes, and every node with its op, inputs, "
+                   "attributes, shape, stage, label and source position.")
 @set_option
 @_guard
-def ir(spec, input_shape, overrides):
+def ir(spec, input_shape, overrides, as_json):
     """Print the lowered IR of SPEC, one node per line."""
     graph = _load(spec, _input_shape(input_shape), _overrides(overrides))
+    if as_json:
+        nodes = []
+        for n in graph.nodes:
+            node = {"name": n.name, "op": n.op, "inputs": list(n.inputs),
+                    "attrs": {k: _plain(v) for k, v in sorted(n.attrs.items())}, "shape": list(n.shape),
+                    "stage": n.stage, "label": n.label}
+            if n.span is not None:
+                node["line"], node["column"] = n.span.line, n.span.column
+            nodes.append(node)
+        click.echo(json.dumps({"spec": graph.filename, "input_shape": list(graph.input_shape),
+                               "output_shape": list(graph.output.shape), "nodes": nodes}))
+        return
     click.echo("\n".join(printable(line, 100_000) for line in graph.dump().split("\n")))
 
 

@@ -30,18 +30,31 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _rf(rf) -> str:
-    size = f"{rf.size[0]}" if rf.size[0] == rf.size[1] else f"{rf.size[0]}x{rf.size[1]}"
-    jump = f"{rf.stride[0]}" if rf.stride[0] == rf.stride[1] else f"{rf.stride[0]}x{rf.stride[1]}"
-    return f"{size} /{jump}"
-
-
 def _pair(values) -> str:
     return f"{values[0]}" if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
 
-def _rf_view(rf: dict) -> str:
-    return f"{_pair(rf['size'])} /{_pair(rf['stride'])}"
+def rf_cell(size, jump, padding, shape, image) -> str:
+    """The RF column: `size /jump`, or `all` for a vector or a 1x1 map (after global pooling or fc) whose field
+    covers the whole `image` (H, W): the formula's field there (404 /224 after VGG's fc1 on 224) counts cells
+    beyond the image's edges, and a jump means nothing for one unit. The JSON keeps the exact numbers."""
+    if image and (len(shape) == 1 or tuple(shape[1:]) == (1, 1)) and \
+            all(-padding[i] <= 0 and size[i] - padding[i] >= image[i] for i in (0, 1)):
+        return "all"
+    return f"{_pair(size)} /{_pair(jump)}"
+
+
+def _image(graph) -> tuple | None:
+    shape = graph.input_shape
+    return tuple(shape[1:3]) if len(shape) == 3 else None
+
+
+def _rf(rf, shape=(), image=None) -> str:
+    return rf_cell(rf.size, rf.stride, rf.padding, shape, image)
+
+
+def _rf_view(rf: dict, shape=(), image=None) -> str:
+    return rf_cell(rf["size"], rf["stride"], rf["padding"], shape, image)
 
 
 def _shape(shape) -> str:
@@ -83,6 +96,7 @@ def rows(report: Report, connected: bool | None = None) -> list[tuple[str, tuple
     out: list[tuple[str, tuple[str, ...]]] = []
     stage = None
     previous = g.nodes[0].name
+    image = _image(g)
     for n in g.nodes[1:]:
         if n.stage != stage:
             stage = n.stage
@@ -92,7 +106,7 @@ def rows(report: Report, connected: bool | None = None) -> list[tuple[str, tuple
         short = n.name[len(stage) + 1:] if n.name.startswith(stage + ".") else n.name
         cells = ("  " + printable(short, 80), OPS[n.op].describe(n.attrs) if OPS[n.op].weight else n.op,
                  "x".join(map(str, n.shape)), f"{params:,}" if params else "",
-                 _human(macs) if macs else "", _rf(report.rf[n.name]))
+                 _human(macs) if macs else "", _rf(report.rf[n.name], n.shape, image))
         if connected:
             cells += ("" if n.inputs == (previous,) else _connected(n, stage),)
         out.append(("layer", cells))
@@ -108,11 +122,12 @@ def _view_rows(report: Report, depth: str) -> tuple[tuple, list[tuple[str, tuple
     from ..analysis import views
     out: list[tuple[str, tuple[str, ...]]] = []
     t = report.totals
+    image = _image(report.graph)
 
     def numbers(r) -> tuple[str, ...]:
         return (_shape(r["output_shape"]), f"{r['params']:,}" if r["params"] else "",
                 _human(r["macs"]) if r["macs"] else "", _bytes(r["weight_bytes"]) if r["weight_bytes"] else "",
-                _bytes(r["activation_bytes"]), _rf_view(r["rf"]))
+                _bytes(r["activation_bytes"]), _rf_view(r["rf"], r["output_shape"], image))
 
     total = (_shape(report.graph.output.shape), f"{t['params']:,}", _human(t["macs"]), _bytes(t["weight_bytes"]),
              _bytes(t["activation_bytes"]), "")
@@ -204,9 +219,14 @@ def print_report(report: Report, console: Console | None = None, depth: str = "l
              f"memory ({report.dtype}, batch {report.batch}): weights {_bytes(t['weight_bytes'])}, "
              f"activations {_bytes(t['activation_bytes'])} in all, "
              f"inference peak {_bytes(t['peak_activation_bytes'])}"]
-    for w in report.warnings:
+    for w in report.notes:                      # facts about choices made on purpose: dimmed
+        where = f"{printable(g.filename)}:{w['line']}:{w['column']}: " if w.get("line") else ""
+        lines.append(Text(f"{where}note: {printable(w['message'], 2000)}", style="dim"))
+    for w in report.warnings:                   # likely mistakes
         where = f"{printable(g.filename)}:{w['line']}:{w['column']}: " if w.get("line") else ""
         lines.append(Text.assemble((f"{where}warning:", "yellow"), f" {printable(w['message'], 2000)}"))
+        if w.get("hint"):
+            lines.append(Text(f"  hint: {printable(w['hint'], 2000)}"))
     if budget is not None:
         from ..analysis.views import budget_lines
         for check, text in zip(budget["limits"], budget_lines(budget)):
@@ -236,14 +256,17 @@ DIFF_STAGE_COLUMNS = (("", False), ("stage", False), ("layers", True), ("output"
 def diff_text(d, depth: str = "layer") -> Text:
     """The comparison as aligned text: per stage (every stage pair), or per layer (the layers that differ,
     under their stage, with how many are the same). Differences are B - A."""
-    from ..analysis.diff import MARK, _both, _rf_text, stage_title
+    from ..analysis.diff import MARK, _both, stage_title
     from ..analysis.views import relative
 
     def shapes(v) -> str:
         return _both(*(None if s is None else _shape(s) for s in (v["a"], v["b"])))
 
-    def rfs(v) -> str:
-        return _both(_rf_text(v["a"]) if v["a"] else None, _rf_text(v["b"]) if v["b"] else None)
+    images = (_image(d.a.graph), _image(d.b.graph))
+
+    def rfs(v, outputs) -> str:      # `all` where a side's one unit sees its whole input, as in analyze's table
+        return _both(*(None if rf is None else rf_cell(rf["size"], rf["stride"], rf["padding"], shape or (), image)
+                       for rf, shape, image in zip((v["a"], v["b"]), (outputs["a"], outputs["b"]), images)))
 
     def deltas(r) -> tuple[str, ...]:
         return (_signed(r["params"]["delta"]), _signed_human(r["macs"]["delta"]),
@@ -256,7 +279,7 @@ def diff_text(d, depth: str = "layer") -> Text:
         if depth == "stage":
             layers = _both(*(None if v is None else f"{v:,}" for v in (s["layers"]["a"], s["layers"]["b"])))
             body.append(("layer", (MARK[s["status"]], title, layers, shapes(s["output_shape"]), *deltas(s),
-                                   rfs(s["rf"]))))
+                                   rfs(s["rf"], s["output_shape"]))))
             continue
         if s is d.sections[0] and s["status"] == "same":       # the inputs, when they are the same
             continue
@@ -273,7 +296,7 @@ def diff_text(d, depth: str = "layer") -> Text:
             ops = _both(*(None if op is None else (desc if OPS[op].weight else op)
                           for op, desc in zip(r["op"].values(), r["description"].values())))
             body.append(("layer", (MARK[r["status"]], "  " + names, ops, shapes(r["output_shape"]), *deltas(r),
-                                   rfs(r["rf"]))))
+                                   rfs(r["rf"], r["output_shape"]))))
     t = d.totals
     total = ("", "total", _both(f"{t['layers']['a']:,}", f"{t['layers']['b']:,}") if depth == "stage" else "",
              _both(_shape(d.a.graph.output.shape), _shape(d.b.graph.output.shape)), _signed(t["params"]["delta"]),

@@ -918,7 +918,8 @@ class _Lowering:
 
     # --------------------------------------------------------- top level --
     def stage_names(self, stages: list) -> list[str]:
-        """Each stage's name: its label, or `stageN` (N its position) unless some label anywhere is `stageN`.
+        """Each stage's name: its label, or `stageN`: the first unlabelled stage takes its position N, each later
+        one the number after the unlabelled stage before it (`stage6 | classifier: ... | stage7`).
 
         An unlabelled stage whose `stageN` is a label, or taken by a stage before it, gets the next free
         number, so no two stages share a name and no automatic stage name is a label.
@@ -951,14 +952,18 @@ class _Lowering:
                 elif isinstance(node, A.Branches):
                     stack.extend(node.branches)
         names = []
+        previous = None         # the number of the unlabelled stage before, if any
         for index, stage in enumerate(stages, 1):
             if isinstance(stage, A.Labeled):
                 names.append(stage.label)
                 continue
+            if previous is not None:     # one after the unlabelled stage before it, labelled ones in between or not
+                index = previous + 1
             while f"stage{index}" in taken:
                 index += 1
             taken.add(f"stage{index}")
             names.append(f"stage{index}")
+            previous = index
         return names
 
     def lone_call(self, node) -> bool:
@@ -1058,6 +1063,7 @@ class _Lowering:
                                       "write it as input 224x224x3 (HxWxC)")
                 if dims is None:
                     dims = given
+                    self.settings["input_from"] = "spec"    # where the input size was read (analysis checks it)
                 for d in given:
                     if d < 1:
                         raise ValueError_("input sizes must be at least 1", st.span)
