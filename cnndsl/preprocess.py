@@ -30,6 +30,7 @@ from .errors import CnnDslError, printable
 LUMA = (0.299, 0.587, 0.114)
 PAD_FRACTION = 4            # pad (rather than resample) an image at most 1/PAD_FRACTION smaller on each side
 MAX_SIDE = 1 << 15          # the largest image side a record may name
+MAX_PIXELS = 1 << 24        # and the most pixels (4096 x 4096) of its input or source images
 MAX_CHANNELS = 4
 MAX_CLASSES = 100_000
 MAX_NAME = 1000
@@ -175,6 +176,9 @@ class Preprocessing:
                           f"{printable(str(v), 60)}")
             return tuple(v)
         inp, src = shape("input"), shape("source")
+        for key, v in (("input", inp), ("source", src)):
+            if v[1] * v[2] > MAX_PIXELS:
+                raise bad(f"{key} has {v[1]:,} x {v[2]:,} pixels, more than {MAX_PIXELS:,}")
         stats = []
         for key in ("mean", "std"):
             v = d.get(key)

@@ -221,7 +221,7 @@ def test_resume_refuses_changed_settings_but_extends_epochs(setup, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(root / "straight", run)
     for flags, needle in ((["--lr", "0.1"], "lr was 0.01, not 0.1"), (["--batch-size", "8"], "batch_size was 16"),
-                          (["--augment", "flip"], "augment was"), (["--optimizer", "adamw"], "optimizer was sgd")):
+                          (["--augment", "flip"], "augment was"), (["--optimizer", "sgd"], "optimizer was adamw")):
         refused = cnndsl_cli("train", "--resume", run, *flags)
         assert refused.returncode == 1 and needle in refused.stderr and "Traceback" not in refused.stderr, flags
     same = cnndsl_cli("train", "--resume", run, "--lr", "0.01", "--epochs", "5", "--quiet")    # 0.01 is the run's
@@ -326,3 +326,103 @@ def test_eval_warns_when_class_names_differ(setup, tmp_path):
     quiet = cnndsl_cli("eval", spec, "--weights", root / "straight" / "best.pt", "--data", npz, "--json",
                        "--limit-test", "50")
     assert quiet.returncode == 0 and "warning" not in quiet.stderr and json.loads(quiet.stdout)["count"] == 50
+
+
+# ------------------------------------------------------- found by attacking it --
+
+def test_resume_a_run_trained_with_another_classifier(tmp_path):
+    spec = tmp_path / "ten.cnn"
+    spec.write_text(SPEC.replace("fc4", "fc10"))
+    data = quadrant_npz(tmp_path / "q.npz", n=64)
+    run = tmp_path / "run"
+    first = cnndsl_cli("train", spec, "--data", data, "--classes", "4", "--epochs", "1", "--batch-size", "16",
+                       "--device", "cpu", "--quiet", "--out", run)
+    assert first.returncode == 0, first.stderr
+    again = cnndsl_cli("train", "--resume", run, "--epochs", "2", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert [r["epoch"] for r in metrics(run)] == [1, 2]
+
+
+def test_resume_without_last_pt_but_with_finished_epochs_is_refused(setup, tmp_path):
+    import shutil
+    root, spec, npz, base = setup
+    run = tmp_path / "run"
+    shutil.copytree(root / "straight", run)
+    (run / "last.pt").unlink()
+    before = snapshot(run)
+    refused = cnndsl_cli("train", "--resume", run, "--epochs", "5")
+    assert refused.returncode == 1 and "no last.pt" in refused.stderr
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if k != "run.lock"} == {k: v for k, v in before.items() if k != "run.lock"}
+
+
+def test_resume_finds_moved_data_and_does_not_reread_init(tmp_path):
+    spec = tmp_path / "s.cnn"
+    spec.write_text(SPEC)
+    data = quadrant_npz(tmp_path / "q.npz", n=64)
+    start = tmp_path / "start"
+    assert cnndsl_cli("train", spec, "--data", data, "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                      "--quiet", "--out", start).returncode == 0
+    init = tmp_path / "init.pt"
+    (start / "best.pt").rename(init)
+    run = tmp_path / "run"
+    first = cnndsl_cli("train", spec, "--data", data, "--init", init, "--epochs", "1", "--batch-size", "16",
+                       "--device", "cpu", "--quiet", "--out", run)
+    assert first.returncode == 0, first.stderr
+    assert read_record(run)["settings"]["init"] == str(init)        # recorded as an absolute path
+    init.unlink()
+    moved = data.rename(tmp_path / "moved.npz")
+    lost = cnndsl_cli("train", "--resume", run, "--epochs", "2")
+    assert lost.returncode == 1 and "Traceback" not in lost.stderr
+    found = cnndsl_cli("train", "--resume", run, "--epochs", "2", "--data", moved, "--quiet")
+    assert found.returncode == 0, found.stderr
+    other = quadrant_npz(tmp_path / "other.npz", n=64, seed=3)
+    wrong = cnndsl_cli("train", "--resume", run, "--epochs", "3", "--data", other)
+    assert wrong.returncode == 1 and "fingerprint" in wrong.stderr
+
+
+def test_an_edited_run_record_is_refused(setup, tmp_path):
+    import shutil
+    root, spec, npz, base = setup
+    for key, value, needle in (("compile", "yes", "compile must be true or false"),
+                               ("batch_size", 8, "run.json and last.pt disagree about batch_size"),
+                               ("device", 123, "device must be a string")):
+        run = tmp_path / f"run-{key}"
+        shutil.copytree(root / "straight", run)
+        record = json.loads((run / "run.json").read_text())
+        record["settings"][key] = value
+        (run / "run.json").write_text(json.dumps(record))
+        refused = cnndsl_cli("train", "--resume", run, "--epochs", "5")
+        assert refused.returncode == 1 and needle in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+def test_eval_of_many_classes_prints_one_row_per_class_and_exact_picture_names(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (400, 1, 8, 8), dtype=np.uint8)
+    y = np.arange(400) % 100
+    data = tmp_path / "many.npz"
+    np.savez(data, x_train=x, y_train=y, x_test=x[:200], y_test=y[:200])
+    spec = tmp_path / "s.cnn"
+    spec.write_text("input 8x8x1\nconv3-4 | fc100")
+    run = tmp_path / "run"
+    assert cnndsl_cli("train", spec, "--data", data, "--epochs", "1", "--device", "cpu", "--quiet",
+                      "--out", run).returncode == 0
+    picture = tmp_path / "C.SVG"
+    shown = cnndsl_cli("eval", spec, "--weights", run / "best.pt", "--data", data, "--confusion", picture)
+    assert shown.returncode == 0, shown.stderr
+    assert picture.exists() and not (tmp_path / "C.svg").exists() or picture.samefile(tmp_path / "C.svg")
+    lines = shown.stdout.splitlines()
+    assert len(lines) < 120 and "most often predicted instead" in shown.stdout
+    missing = cnndsl_cli("eval", spec, "--weights", run / "best.pt", "--data", data, "--confusion",
+                         tmp_path / "nowhere" / "c.svg")
+    assert missing.returncode == 1 and "cannot write" in missing.stderr
+
+
+def test_plain_state_dicts_are_evaluated_with_a_warning(setup, tmp_path):
+    root, spec, npz, base = setup
+    state = load_checkpoint(str(root / "straight" / "best.pt"))["model"]
+    plain = tmp_path / "plain.pt"
+    torch.save(state, plain)
+    result = cnndsl_cli("eval", spec, "--weights", plain, "--data", npz, "--json")
+    assert result.returncode == 0 and "carry no preprocessing record" in result.stderr

@@ -208,6 +208,11 @@ def classify(session, paths, top: int, timeout: Optional[float] = None) -> list:
                                f"{want[1]}x{want[2]}x{want[3]} images (its preprocessing is embedded for that size)",
                                hint="export without --embed-preprocessing to classify images of any size")
         else:
+            want = [d if isinstance(d, int) else None for d in meta.shape or ()]
+            if len(want) != 4 or any(w is not None and w != p for w, p in zip(want[1:], plan.input)):
+                raise RunError(f"the model's preprocessing record makes {plan.input[1]}x{plan.input[2]}x"
+                               f"{plan.input[0]} inputs but the model takes {printable(str(meta.shape), 60)}",
+                               hint="the metadata does not belong to this model")
             x = plan.apply(image[None])
             if meta.type == "tensor(float16)":
                 x = x.astype(np.float16)

@@ -25,11 +25,12 @@ _SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimi
 @click.option("--data", help="mnist, fashion-mnist, cifar10, digits, a .npz file or an image folder.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data files are (else $CNNDSL_DATA, Debian's).")
 @click.option("--epochs", type=click.IntRange(1, 100000), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=128, show_default=True)
-@click.option("--lr", type=FiniteFloat(1e-12, 1e3), help="Learning rate (default 0.05 for sgd, 0.001 for adamw).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=64, show_default=True)
+@click.option("--lr", type=FiniteFloat(1e-12, 1e3), help="Learning rate (default 0.009 for adamw, 0.05 for sgd).")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
+              help="AdamW, or SGD with Nesterov momentum 0.9.")
 @click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
-@click.option("--weight-decay", type=FiniteFloat(0, 10), default=5e-4, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(0, 10), help="Weight decay (default 0.05 for adamw, 5e-4 for sgd).")
 @click.option("--warmup", "warmup_epochs", type=FiniteFloat(0, 1e5), default=0.0, show_default=True, help="Warm-up epochs.")
 @click.option("--label-smoothing", type=FiniteFloat(0, 0.99), default=0.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
@@ -116,8 +117,11 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
                 raise click.UsageError(f"{printable(str(out))} already holds a run; continue it with --resume "
                                        f"{printable(str(out))}, start over with --force (moves the old run aside), or "
                                        "use another --out")
-            RunLock(out).acquire(write_pid=False).release()     # not while another process writes it
-            moved = move_aside(out)
+            probe = RunLock(out).acquire(write_pid=False)       # not while another process writes it
+            try:
+                moved = move_aside(out)
+            finally:
+                probe.release()
             click.echo(f"moved the old run aside to {printable(str(moved))}", err=True)
         graph = _load(spec)
         aug = parsed_augment(augment, graph)
@@ -125,8 +129,10 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
                              weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed, device=device,
                              amp=amp, channels_last=channels_last, compile=compile_, augment=aug, classes=classes,
-                             freeze=values["freeze"], backbone_lr=backbone_lr, init=init,
-                             init_torchvision=init_torchvision, label_smoothing=label_smoothing,
+                             freeze=values["freeze"], backbone_lr=backbone_lr,
+                             init=os.path.abspath(init) if init else None,
+                             init_torchvision=os.path.abspath(init_torchvision) if init_torchvision else None,
+                             label_smoothing=label_smoothing,
                              limit_train=limit_train, limit_test=limit_test)
         source = {"source": _data_source(data), "data_dir": os.path.abspath(data_dir) if data_dir else None}
         if nproc > 1:
@@ -155,9 +161,12 @@ def train(spec, data, data_dir, epochs, batch_size, lr, optimizer, schedule, wei
 def _data_source(data: str) -> str:
     """--data as the run records it: a file or folder that exists as an absolute path, else the name."""
     import os
-    names = {"fashion-mnist", "fashion_mnist", "fashionmnist", "mnist", "cifar10", "cifar-10", "digits",
-             "sklearn-digits"}         # as data.load reads them: a name first, then a path
-    return data if data.lower() in names or not os.path.exists(data) else os.path.abspath(data)
+    names = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+             "mnist": "mnist", "cifar10": "cifar10", "cifar-10": "cifar10", "digits": "digits",
+             "sklearn-digits": "digits"}        # as data.load reads them: a name first, then a path
+    if data.lower() in names:
+        return names[data.lower()]
+    return os.path.abspath(data) if os.path.exists(data) else data
 
 
 def _interrupted(e) -> None:
@@ -211,9 +220,12 @@ class _TrainProgress:
             self.progress.__exit__(*exc)
 
     def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "warning":           # shown even with --quiet: something the run could not do
+            click.echo(f"warning: {printable(str(event.get('message')), 400)}", err=True)
+            return
         if self.quiet:
             return
-        kind = event["event"]
         say = self.progress.console.print
         if kind == "start":
             self.steps = event["steps_per_epoch"]
@@ -282,10 +294,14 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, limit_test,
     from ..train.data import Split
     from ..train.predict import model_for, plan_of
     from ..train.trainer import evaluate, pick_device
-    if confusion_out and not confusion_out.lower().endswith((".svg", ".png")):
-        raise click.BadParameter("the confusion picture is an .svg or a .png file", param_hint="--confusion")
+    if confusion_out:
+        if not confusion_out.lower().endswith((".svg", ".png")):
+            raise click.BadParameter("the confusion picture is an .svg or a .png file", param_hint="--confusion")
+        from ..files import output_target
+        _guard_output(confusion_out, lambda: output_target(confusion_out))     # before the evaluation, not after
     graph, model, payload = model_for(_load(spec), weights)
     plan = plan_of(payload, graph)
+    _warn_unrecorded(payload)
     dataset = data_mod.load(data, data_dir, size=graph.input_shape[1:])
     warnings = []
     if plan.classes and list(plan.classes) != list(dataset.classes):
@@ -306,11 +322,13 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, limit_test,
     result["classes"] = dataset.classes
     result["warnings"] = warnings
     if confusion_out:
-        from ..train.pictures import write_confusion
-        stem, fmt = confusion_out.rsplit(".", 1)
+        from ..train.pictures import render_confusion
+        fmt = confusion_out.rsplit(".", 1)[1].lower()
         names = [dataset.classes[i] if i < len(dataset.classes) else str(i) for i in range(len(result["confusion"]))]
-        write_confusion(result["confusion"], names, stem, formats=(fmt.lower(),),
-                        title=f"{Path(spec).name}: accuracy {result['accuracy']:.4f} on {result['count']:,} images")
+        picture = render_confusion(result["confusion"], names, fmt,
+                                   title=f"{Path(spec).name}: accuracy {result['accuracy']:.4f} on "
+                                         f"{result['count']:,} images")
+        _write_atomic(confusion_out, picture)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -320,7 +338,35 @@ def eval_cmd(spec, weights, data, data_dir, device, batch_size, top, limit_test,
 
 
 def _name_at(names, i) -> str:
-    return repr(printable(str(names[i]), 40)) if i < len(names) else "none"
+    return f"'{names[i][:40]}'" if i < len(names) else "none"      # printed through printable once, by the caller
+
+
+def _warn_unrecorded(payload) -> None:
+    """Weights without a preprocessing record (a plain state dict, an older checkpoint) are prepared with the
+    spec's size and, unless the checkpoint has norm statistics, no normalisation: say so."""
+    if isinstance(payload, dict) and "preprocessing" not in payload:
+        norm = "its norm statistics" if "norm_mean" in payload else "no normalisation (pixels in [0, 1])"
+        click.echo("warning: the weights carry no preprocessing record (not a checkpoint of cnndsl train): images "
+                   f"are fitted to the spec's size with {norm}", err=True)
+
+
+MAX_MATRIX_CLASSES = 30        # above this, the terminal shows one row per class, not the whole matrix
+
+
+def _class_table(result: dict, names, console) -> None:
+    """One row per class: images, accuracy, and the class it is most often mistaken for."""
+    from rich.table import Table
+    matrix = result["confusion"]
+    table = Table(title=f"per class ({len(matrix)} classes; the whole matrix: --confusion FILE.svg or --json)",
+                  title_justify="left")
+    for col in ("true class", "images", "accuracy", "most often predicted instead", "times"):
+        table.add_column(col, justify="left" if "class" in col or "instead" in col else "right", no_wrap=True)
+    for i, row in enumerate(matrix):
+        wrong = [(v, j) for j, v in enumerate(row) if j != i and v]
+        v, j = max(wrong, key=lambda t: (t[0], -t[1])) if wrong else (0, None)
+        table.add_row(_plain(names[i], 60), str(sum(row)), f"{result['per_class_accuracy'][i]:.3f}",
+                      _plain(names[j], 60) if j is not None else "", str(v) if v else "")
+    console.print(table)
 
 
 def _confusion_table(result: dict, classes, top: int) -> None:
@@ -334,6 +380,9 @@ def _confusion_table(result: dict, classes, top: int) -> None:
     matrix = result["confusion"]
     n = len(matrix)
     names = [printable(f"{i} {classes[i] if i < len(classes) else i}", 28) for i in range(n)]
+    if n > MAX_MATRIX_CLASSES:          # a matrix this wide is read as a picture (--confusion) or as JSON
+        _class_table(result, names, console)
+        return
     label_w = max(len("true \\ predicted"), *(len(x) for x in names))
     cell_w = max(len(str(n - 1)), *(len(str(v)) for row in matrix for v in row))
     # each rich column takes its width + 3 (padding and a border); one more border closes the row
@@ -371,6 +420,7 @@ def predict(spec, images, weights, top, device, as_json):
     Each image is read at its own size and prepared as the checkpoint's training prepared its images."""
     from ..train.predict import model_for, predict as classify
     graph, model, payload = model_for(_load(spec), weights)
+    _warn_unrecorded(payload)
     print_predictions([(r.path, r.top) for r in classify(graph, model, payload, images, top=top, device=device)],
                       as_json)
 

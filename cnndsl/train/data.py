@@ -734,7 +734,10 @@ def read_image(path, channels: int = 3, size: Optional[tuple[int, int]] = None, 
     except MemoryError:
         raise DataError(f"cannot read image {path}: out of memory") from None
     except Exception as e:      # not an image, truncated, an unsupported mode, ...
-        raise DataError(f"cannot read image {path}: {str(e)[:120]}") from None
+        why = str(e)
+        if "cannot identify image file" in why:     # Pillow names its file object, not the file
+            why = "not an image Pillow can read (" + ", ".join(sorted(set(IMAGE_FORMATS.values()))) + ")"
+        raise DataError(f"cannot read image {path}: {why[:160]}") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 

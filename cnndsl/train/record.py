@@ -163,13 +163,16 @@ def config_from(settings: dict, config_type):
 
 
 def make_record(spec_text: str, spec_file: str, graph, config, data: dict, preprocessing: dict,
-                device: str) -> dict:
+                device: str, network=None) -> dict:
+    """run.json's content. `graph` is the spec's own network (what its text compiles to); `network` the one
+    trained (with --classes, another classifier), when it differs."""
     return {"format": FORMAT, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "argv": [printable(a, 1000) for a in sys.argv[1:]][:200],
             "spec": {"file": spec_file, "text": spec_text,
                      "path": None if spec_file.startswith("<") else os.path.abspath(spec_file),
                      "sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
-                     "graph": graph_fingerprint(graph)},
+                     "graph": graph_fingerprint(graph),
+                     "network": graph_fingerprint(network if network is not None else graph)},
             "settings": settings_of(config), "data": data, "preprocessing": preprocessing,
             "environment": environment(device)}
 
