@@ -257,3 +257,21 @@ def test_diff_with_onnx_files(cli, tmp_path):
     a = json.loads(cli("analyze", "--json", model).output)["totals"]
     b = json.loads(cli("analyze", "--json", str(spec_path("resnet34"))).output)["totals"]
     assert {k: v["delta"] for k, v in other["totals"].items()} == {k: b[k] - a[k] for k in a}
+
+
+@pytest.mark.slow
+def test_totals_add_up_on_all_pairs_of_bundled_specs():
+    """Every pair of the bundled specs (specs/*.cnn, both directions once): the diff's totals are B - A of two
+    independent analyze --json runs, and its rows and stages add up. Slow: about 2,700 diffs."""
+    from click.testing import CliRunner
+
+    from cnndsl.cli import main
+    root = spec_path("vgg16").parent
+    names = sorted(p.stem for p in root.glob("*.cnn"))
+    analyzed = {}
+    for name in names:
+        result = CliRunner().invoke(main, ["analyze", "--json", str(root / f"{name}.cnn")], catch_exceptions=False)
+        assert result.exit_code == 0, name
+        analyzed[name] = (cnndsl.analyze(cnndsl.compile(root / f"{name}.cnn")), json.loads(result.output)["totals"])
+    for a, b in itertools.combinations(names, 2):
+        check_adds_up(Diff(analyzed[a][0], analyzed[b][0]), analyzed[a][1], analyzed[b][1])

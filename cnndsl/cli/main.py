@@ -310,6 +310,7 @@ def ir(spec, input_shape, overrides, as_json):
 
 from . import run as _run, train as _train  # noqa: E402,F401  (register their commands)
 from . import draw as _draw  # noqa: E402,F401  (registers `cnndsl draw`)
+from . import instruments as _instruments  # noqa: E402,F401  (registers `cnndsl rf` and `cnndsl diagnose`)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
