@@ -31,9 +31,25 @@ from .common import (FiniteFloat, _guard, _guard_output, _input_shape, _load, _o
 @click.option("--dtype", default="float32", show_default=True,
               type=click.Choice(["float32", "float16", "bfloat16", "float64", "int8"]),
               help="Element type for memory figures.")
+@click.option("--train", is_flag=True,
+              help="Add training memory: weights, gradients, optimizer state, the activations autograd keeps "
+                   "for backward (each layer's saved_bytes) and the peak, without importing torch.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd", "none"]), default="adamw",
+              show_default=True, help="--train: the optimizer whose state counts (sgd: with momentum).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="--train: mixed precision (torch.autocast): half activations where autocast casts, float32 "
+                   "weights and their cached half copies.")
+@click.option("--fit", "fit", metavar="MEMORY", default=None,
+              help="--train: also the largest batch whose peak fits in MEMORY (80GB = 80e9 bytes, 80GiB = "
+                   "80 x 2^30).")
 @set_option
+@click.option("--device", metavar="NAME", default=None,
+              help="Add a latency estimate (roofline model) on this device: a built-in GPU (h100-sxm, h100-pcie, "
+                   "a100-80gb-sxm, a100-40gb-pcie, l4, t4, rtx4090, v100), 'local' (this machine, measured by "
+                   "`cnndsl calibrate`) or a profile JSON file.")
 @_guard
-def analyze(spec, as_json, out_format, depth, budgets, input_shape, batch, dtype, overrides):
+def analyze(spec, as_json, out_format, depth, budgets, input_shape, batch, dtype, overrides, device=None,
+            train=False, optimizer="adamw", amp=None, fit=None):
     """Per-layer shapes, parameters, MACs, memory and receptive fields of SPEC ('-' reads stdin, a .onnx
     file is imported). With --budget, exit 3 when a limit is exceeded."""
     if as_json and out_format not in (None, "json"):
@@ -46,9 +62,39 @@ def analyze(spec, as_json, out_format, depth, budgets, input_shape, batch, dtype
             limits = parse_budget(",".join(budgets))
         except BudgetError as e:
             raise click.BadParameter(str(e), param_hint="--budget") from None
+    profile = None
+    if device is not None:      # --device: read and check the profile before the spec (no torch is imported)
+        from ..analysis.profiles import ProfileError, load as load_profile
+        try:
+            profile = load_profile(device)
+        except ProfileError as e:
+            raise click.BadParameter(str(e), param_hint="--device") from None
     from ..analysis.report import Report
     graph = _load(spec, _input_shape(input_shape), _overrides(overrides), layout_warning=False)  # in the report
     report = Report(graph, batch=batch, dtype=dtype)
+    if profile is not None:
+        from ..analysis import latency
+        try:
+            lat_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(amp, dtype)     # --amp: half-precision math
+            latency.attach(report, latency.estimate(graph, profile, batch=batch, dtype=lat_dtype, train=train))
+        except latency.ProfileError as e:
+            raise click.BadParameter(str(e), param_hint="--device") from None
+    train_plan = None
+    if train or fit or amp:     # --train: the training-memory planner (no torch import)
+        from ..analysis import memory
+        try:
+            fit_limit = memory.parse_bytes(fit) if fit else None
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--fit") from None
+        if amp and dtype != "float32":
+            raise click.UsageError("--amp keeps float32 weights: leave --dtype at float32")
+        if dtype not in memory.ITEMSIZE:
+            raise click.UsageError(f"--train needs a float --dtype, not {dtype}")
+        train_plan = memory.train_memory(graph, batch=batch, optimizer=optimizer, dtype=dtype, amp=amp)
+        if fit_limit is not None:
+            train_plan["fit_limit"] = fit_limit
+            train_plan["fit_batch"] = memory.fit_batch(graph, fit_limit, optimizer=optimizer, dtype=dtype, amp=amp)
+        memory.attach(report, train_plan)
     budget = None
     if limits is not None:
         from ..analysis.views import budget_lines, check_budget
@@ -56,13 +102,20 @@ def analyze(spec, as_json, out_format, depth, budgets, input_shape, batch, dtype
     if out_format == "table":
         from .render import print_report
         print_report(report, depth=depth, budget=budget)
+        if train_plan is not None:
+            click.echo(memory.line(train_plan))
+        if profile is not None:
+            click.echo(latency.summary_line(report.totals["latency"]))
     else:
         if out_format == "json":
             if depth == "layer" and budget is None:
-                click.echo(json.dumps(report.to_dict()))
+                click.echo(json.dumps(memory.add_saved_bytes(report.to_dict(), train_plan) if train_plan else
+                                      report.to_dict()))
             else:
                 from ..analysis.views import view_dict
                 data = view_dict(report, depth)
+                if train_plan is not None:
+                    memory.add_saved_bytes(data, train_plan)
                 if budget is not None:
                     data["budget"] = budget
                 click.echo(json.dumps(data))
@@ -311,6 +364,7 @@ def ir(spec, input_shape, overrides, as_json):
 from . import run as _run, train as _train  # noqa: E402,F401  (register their commands)
 from . import draw as _draw  # noqa: E402,F401  (registers `cnndsl draw`)
 from . import instruments as _instruments  # noqa: E402,F401  (registers `cnndsl rf` and `cnndsl diagnose`)
+from . import calibrate as _calibrate  # noqa: E402,F401  (registers `cnndsl calibrate`)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,6 +38,18 @@ class Activation(Op):
             a[canon] = _real(value, f"option:{written}", canon, -1e6, 1e6)
         return a
 
+    # what each activation's backward keeps (measured): its output, or its input; run in place, the in-place
+    # form keeps its result (the same storage) where PyTorch has a formula for it, else a copy of the input
+    SAVES_OUTPUT = {"relu", "tanh", "sigmoid"}
+    INPLACE_RESULT = {"elu", "leakyrelu"}
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        if self.name in self.SAVES_OUTPUT or (inplace and self.name in self.INPLACE_RESULT):
+            return [(("out",), self.tensor_bytes(out, batch, dtype))]
+        if inplace:
+            return [(("copy",), self.tensor_bytes(ins[0], batch, dtype))]
+        return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype))]
+
     def describe(self, a):
         return self.name + "".join(f" {k}={v:g}" for k, v in a.items())
 

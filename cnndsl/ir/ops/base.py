@@ -2,7 +2,8 @@
 the window formulas (conv_out, pool_out, sliding_window, adaptive_window) and the Op base class."""
 from __future__ import annotations
 
-from math import gcd, isfinite
+from math import gcd, isfinite, prod
+
 from typing import Any, Callable, NamedTuple, Optional
 
 from ... import limits
@@ -279,6 +280,35 @@ class Op:
 
     def macs(self, a: dict, ins: list, out: tuple) -> int:
         return 0
+
+    # ------------------------------------------------------------ training memory --
+    # What autograd keeps for backward when the generated PyTorch module trains (cnndsl.analysis.memory).
+    autocast = None        # under torch.autocast: None (runs in its inputs' type), "lower" (casts float32 inputs
+    #                        and weights to half: conv, fc), "float32" (casts inputs to float32: layer norm),
+    #                        "float32_out" (takes its inputs as they are, returns float32)
+
+    def saved(self, a: dict, ins: list, out: tuple, batch: int, dtype: str, inplace: bool = False,
+              autocast: bool = False, device: str = "cuda") -> list:
+        """The tensors this op's backward keeps, parameters left out, as (storage key, bytes) pairs: key
+        ("in", k) is input k as the op received it, ("out",) its output, anything else a tensor of its own
+        (bytes given here). `dtype` is the type the op computes in; `inplace` whether the generated module runs
+        it in place; `autocast` whether it runs under torch.autocast. Measured on PyTorch (tests/test_train_memory.py)."""
+        return []
+
+    @staticmethod
+    def tensor_bytes(shape, batch: int, dtype: str) -> int:
+        """Bytes of a batch of tensors of `shape` in `dtype` ("float32", "float16", "bfloat16", "float64", "int64",
+        "bool")."""
+        size = {"float64": 8, "int64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "bool": 1}[dtype]
+        return prod(shape) * batch * size
+
+    def alias(self, a: dict, inplace: bool = False) -> bool:
+        """Whether the op's output shares its first input's storage (a view, or a layer run in place)."""
+        return inplace
+
+    def param_tensors(self, a: dict, ins: list) -> int:
+        """How many parameter tensors the op's module holds (an optimizer keeps state per tensor)."""
+        return 1 if self.params(a, ins) else 0
 
     def window(self, a: dict, ins: list):
         """RF window per axis ((k_eff, stride, pad) for h and w), GLOBAL, or None (pointwise)."""

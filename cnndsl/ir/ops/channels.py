@@ -42,6 +42,9 @@ class Channels(Op):
     def describe(self, a):
         return f"channels {a['start']}:{a['stop']}"
 
+    def alias(self, a, inplace=False):
+        return True                 # x[:, start:stop] is a view of its input
+
     def torch_module(self, a, ins, inplace=False):
         return None
 

@@ -101,6 +101,19 @@ class Conv(Op):
     def window(self, a, ins):
         return sliding_window(a)
 
+    autocast = "lower"
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # its input (the weight is a parameter); an asymmetric padding saves the padded copy nn.Conv2d reads
+        if a["padding"] == a["pad_end"]:
+            return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype))]
+        c, h, w = ins[0]
+        (t, b), (l, r) = ((a["padding"][i], a["pad_end"][i]) for i in (0, 1))
+        return [(("padded",), self.tensor_bytes((c, h + t + b, w + l + r), batch, dtype))]
+
+    def param_tensors(self, a, ins):
+        return 2 if a["bias"] else 1
+
     def describe(self, a):
         k, s = a["kernel"], a["stride"]
         text = f"conv {fmt_shape(k) if k[0] != k[1] else f'{k[0]}x{k[0]}'}-{a['out']}"

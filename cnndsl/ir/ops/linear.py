@@ -46,6 +46,14 @@ class FC(Op):
     def window(self, a, ins):
         return GLOBAL
 
+    autocast = "lower"
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype))]      # and its weight, a parameter
+
+    def param_tensors(self, a, ins):
+        return 2 if a["bias"] else 1
+
     def describe(self, a):
         return f"fc {a['out']}"
 

@@ -66,6 +66,15 @@ class Mul(Op):
     def torch_module(self, a, ins, inplace=False):
         return None
 
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # a * b * c runs as (a * b) * c: each product keeps both of its factors, the partial products too
+        from math import prod
+        kept = [(("in", k), self.tensor_bytes(s, batch, dtype)) for k, s in enumerate(ins)]
+        for k in range(2, len(ins)):
+            partial = max(ins[:k], key=prod)
+            kept.append((("partial", k), self.tensor_bytes(partial, batch, dtype)))
+        return kept
+
     def torch_forward(self, module, args, a):
         return " * ".join(args)
 

@@ -7,6 +7,11 @@ from ... import limits
 from .base import LayerArgs, Op, OpError, _count, _no_sizes, _options, _real, _spatial, OnnxImport, fmt_shape
 
 
+def _stats_dtype(dtype: str) -> str:
+    """The type PyTorch keeps a normalisation's statistics in: float32, float64 for float64 inputs."""
+    return "float64" if dtype == "float64" else "float32"
+
+
 class BatchNorm(Op):
     name = kind = "bn"
     ATTRS = {"eps": "real", "momentum": "real"}
@@ -34,6 +39,14 @@ class BatchNorm(Op):
 
     def buffers(self, a, ins):
         return 2 * ins[0][0] + 1     # running mean, running var, num_batches_tracked
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # its input and the batch's mean and inverse std per channel (weights and running stats: state)
+        return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype)),
+                (("stats",), self.tensor_bytes((2 * ins[0][0],), 1, _stats_dtype(dtype)))]
+
+    def param_tensors(self, a, ins):
+        return 2
 
     def describe(self, a):
         return "batchnorm"
@@ -90,6 +103,18 @@ class LRN(Op):
         _spatial(ins, "lrn")
         return ins[0]
 
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # nn.LocalResponseNorm is composed: x*x keeps x, avg_pool3d its channel-padded square, pow(beta) its base
+        # and the division its input and divisor (under CUDA autocast pow runs in float32: base and divisor too)
+        c, h, w = ins[0]
+        wide = "float32" if autocast and dtype != "float64" else dtype
+        return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype)),
+                (("square",), self.tensor_bytes((c + a["size"] - 1, h, w), batch, dtype)),
+                (("base",), self.tensor_bytes(ins[0], batch, wide)),
+                (("divisor",), self.tensor_bytes(ins[0], batch, wide))]
+
+    autocast = "float32_out"
+
     def describe(self, a):
         return f"lrn {a['size']}"
 
@@ -139,6 +164,17 @@ class LayerNorm(Op):
 
     def params(self, a, ins):
         return 2 * ins[0][0]
+
+    autocast = "float32"
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # its input and the mean and inverse std of each position (one per pixel, or per vector)
+        positions = ins[0][1] * ins[0][2] if len(ins[0]) == 3 else 1
+        return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype)),
+                (("stats",), self.tensor_bytes((2 * positions,), batch, _stats_dtype(dtype)))]
+
+    def param_tensors(self, a, ins):
+        return 2
 
     def describe(self, a):
         return "layernorm" if a["eps"] == self.EPS else f"layernorm eps={a['eps']:g}"

@@ -104,6 +104,18 @@ class Pool(Op):
             extras.append("ceil")
         return text + (f" [{', '.join(extras)}]" if extras else "")
 
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # its input (an asymmetric padding: the padded copy), and max pooling the int64 index of each output
+        if a["padding"] == a["pad_end"]:
+            kept = [(("in", 0), self.tensor_bytes(ins[0], batch, dtype))]
+        else:
+            c, h, w = ins[0]
+            (t, b), (l, r) = ((a["padding"][i], a["pad_end"][i]) for i in (0, 1))
+            kept = [(("padded",), self.tensor_bytes((c, h + t + b, w + l + r), batch, dtype))]
+        if self.name == "maxpool":
+            kept.append((("indices",), self.tensor_bytes(out, batch, "int64")))
+        return kept
+
     def torch_module(self, a, ins, inplace=False):
         args = [f"kernel_size={torch_pair(a['kernel'])}", f"stride={torch_pair(a['stride'])}"]
         if a["padding"] != (0, 0) and a["padding"] == a["pad_end"]:
@@ -214,6 +226,15 @@ class AdaptivePool(Op):
         """PyTorch's windows exactly, also uneven (10 -> 4) and enlarging (2 -> 4) ones."""
         return tuple([(start, end - 1, 1) for start, end in (adaptive_window(i, n, o) for i in range(o))]
                      for n, o in zip(in_shape[1:], a["output"]))
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # average pooling to 1x1 is a mean over the map (PyTorch keeps nothing); other sizes keep the input;
+        # max pooling keeps the input and the int64 index of each output
+        kept = [] if self.onnx_kind == "Average" and tuple(a["output"]) == (1, 1) else \
+            [(("in", 0), self.tensor_bytes(ins[0], batch, dtype))]
+        if self.onnx_kind == "Max":
+            kept.append((("indices",), self.tensor_bytes(out, batch, "int64")))
+        return kept
 
     def torch_module(self, a, ins, inplace=False):
         return f"nn.{self.torch_class}({torch_pair(a['output'])})"

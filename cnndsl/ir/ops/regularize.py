@@ -46,6 +46,13 @@ class DropPath(Op):
             raise OpError("droppath needs a rate", "word", "write it as droppath0.2 or droppath[p=0.2]")
         return {"p": p, **a}
 
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # x * mask keeps the mask (one value per sample, in x's type); x is kept by nothing here
+        return [] if a["p"] == 0 else [(("mask",), self.tensor_bytes((1,), batch, dtype))]
+
+    def alias(self, a, inplace=False):
+        return a["p"] == 0          # the forward returns its input
+
     def describe(self, a):
         return f"droppath {a['p']:g}"
 

@@ -34,6 +34,11 @@ class LayerScale(Op):
     def params(self, a, ins):
         return ins[0][0]
 
+    autocast = "float32_out"       # x * gamma: a half x times a float32 gamma is float32
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype))]       # and gamma, a parameter
+
     def describe(self, a):
         return f"layerscale {a['init']:g}"
 

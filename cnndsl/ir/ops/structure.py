@@ -29,6 +29,15 @@ class Dropout(Op):
             p = _real(value, f"option:{written}", "dropout rate", 0.0, 1.0, open_high=True)
         return {"p": p}
 
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        # its mask: bool on CUDA (native_dropout), on the CPU a tensor of the input's type (input * noise)
+        if a["p"] == 0:
+            return []
+        return [(("mask",), self.tensor_bytes(ins[0], batch, "bool" if device == "cuda" else dtype))]
+
+    def alias(self, a, inplace=False):
+        return a["p"] == 0          # PyTorch returns the input itself
+
     def describe(self, a):
         return f"dropout {a['p']:g}"
 
@@ -53,6 +62,9 @@ class Flatten(Op):
     def unit_spans(self, a, in_shape, out_shape):
         return whole_map(in_shape)     # a vector's one unit per axis: all of the map it flattened
 
+    def alias(self, a, inplace=False):
+        return True                 # a view of its input
+
     def torch_module(self, a, ins, inplace=False):
         return "nn.Flatten()"
 
@@ -66,6 +78,11 @@ class Flatten(Op):
 class Softmax(Op):
     name = kind = "softmax"
     logits_tail = True
+
+    autocast = "float32"
+
+    def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
+        return [(("out",), self.tensor_bytes(out, batch, dtype))]
 
     def torch_module(self, a, ins, inplace=False):
         return "nn.Softmax(dim=1)"
