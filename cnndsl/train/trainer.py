@@ -30,6 +30,7 @@ from .weights import (WeightsError, _all_finite, check_norm, check_tensor, load_
                       state_dict_of)
 
 MAX_LR = 1e3                # the largest learning rate (the CLI's --lr); times --backbone-lr for the backbone
+PICTURE_EVERY = 30.0        # seconds between redrawing the run's pictures during a run (always at its end)
 DIVERGED_FACTOR = 1e3       # a training loss this many times its reference (see Trainer.reference_loss) diverged
 
 
@@ -435,6 +436,7 @@ class Trainer:
         self.resumed = False
         self.history: list[dict] = []           # one record per finished epoch (what metrics.jsonl holds)
         self.partial = {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0}    # the epoch in progress
+        self._drawn = time.perf_counter()       # when the run's pictures were last drawn
         self.progress = progress or (lambda event: None)
         check_config(config)
         config = self.config = resolved(config)
@@ -978,12 +980,15 @@ class Trainer:
                 self.save("last.pt")
                 self.log(record)
                 self.last_confusion = metrics.get("confusion")
-                self.pictures()
+                if self.epoch == c.epochs or time.perf_counter() - self._drawn >= PICTURE_EVERY:
+                    self.pictures()     # drawing takes ~0.5 s: at the end, and during a long run now and then
                 self.progress({"event": "epoch", **record, "best": self.best})
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         total = time.perf_counter() - start
+        if self.diverged_at is not None and self.history:
+            self.pictures()             # the epochs before it diverged
         trained = sum(r["seconds"] for r in self.history)       # training time only: no test passes
         seen = sum(r["images_per_s"] * r["seconds"] for r in self.history)
         return {"epochs": self.epoch, "best_test_accuracy": self.best, "seconds": total,
@@ -993,6 +998,7 @@ class Trainer:
     def pictures(self) -> None:
         """curves.svg/png (and confusion.svg/png of the latest test pass) in the run folder; a picture that cannot
         be drawn (no matplotlib) is left out, never a failed run."""
+        self._drawn = time.perf_counter()
         if self.rank != 0:
             return
         try:
@@ -1013,6 +1019,8 @@ class Trainer:
 
     def _interrupt(self):
         self.save("last.pt")
+        if self.history:
+            self.pictures()
         raise Interrupted(str(self.out / "last.pt"), self.epoch, self.step)
 
     def diverged_above(self) -> float:
