@@ -93,7 +93,8 @@ def test_emitted_source_runs_without_cnndsl(tmp_path, cli):
     model = cnndsl.to_torch(graph, class_name="GoogLeNet").eval()
     model.load_state_dict(torch.load(weights, weights_only=True))
     x = torch.randn(2, 3, 64, 64)
-    torch.save({"x": x, "y": model(x).detach()}, tmp_path / "io.pt")
+    with torch.no_grad():
+        torch.save({"x": x, "y": model(x)}, tmp_path / "io.pt")
     script = f"""
 import sys, runpy, torch
 sys.modules["cnndsl"] = None            # cnndsl must not be importable
@@ -103,7 +104,7 @@ model.load_state_dict(torch.load({str(weights)!r}, weights_only=True))
 io = torch.load({str(tmp_path / 'io.pt')!r}, weights_only=True)
 with torch.no_grad():
     diff = (model(io["x"]) - io["y"]).abs().max().item()
-assert diff == 0.0, diff
+assert diff <= 1e-5, diff      # the same module and weights; CPU kernels may sum in another order in another process
 print("same")
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
