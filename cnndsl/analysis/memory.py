@@ -140,7 +140,8 @@ def train_memory(g: Graph, batch: int = 1, optimizer: str = "adamw", dtype: str 
     size = ITEMSIZE[dtype]
     total_params = sum(params.values())
     storages, per_layer, copies = saved_tensors(g, batch, dtype, amp, device)
-    weights = (total_params + sum(buffers.values())) * size
+    ints = sum(OPS[n.op].int_buffers(n.attrs, [g[i].shape for i in n.inputs]) for n in g.nodes[1:])
+    weights = (total_params + sum(buffers.values()) - ints) * size + 8 * ints      # int64 buffers: 8 bytes
     grads = total_params * size
     state = {"none": 0, "sgd": total_params * size,
              "adam": 2 * total_params * size + 4 * _param_tensors(g)}

@@ -306,6 +306,11 @@ class Op:
         """Whether the op's output shares its first input's storage (a view, or a layer run in place)."""
         return inplace
 
+    def int_buffers(self, a: dict, ins: list) -> int:
+        """How many of the buffers' elements are int64 whatever the model's dtype (batch norm's
+        num_batches_tracked): 8 bytes each in memory figures."""
+        return 0
+
     def param_tensors(self, a: dict, ins: list) -> int:
         """How many parameter tensors the op's module holds (an optimizer keeps state per tensor)."""
         return 1 if self.params(a, ins) else 0

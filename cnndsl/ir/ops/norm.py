@@ -40,6 +40,9 @@ class BatchNorm(Op):
     def buffers(self, a, ins):
         return 2 * ins[0][0] + 1     # running mean, running var, num_batches_tracked
 
+    def int_buffers(self, a, ins):
+        return 1                     # num_batches_tracked is an int64
+
     def saved(self, a, ins, out, batch, dtype, inplace=False, autocast=False, device="cuda"):
         # its input and the batch's mean and inverse std per channel (weights and running stats: state)
         return [(("in", 0), self.tensor_bytes(ins[0], batch, dtype)),
