@@ -263,6 +263,12 @@ class _TrainProgress:
         console.print(table)
         console.print(_plain(f"best test accuracy {summary['best_test_accuracy']:.4f}; {summary['seconds']:.1f} s on "
                              f"{summary['device']}"))
+        run = Path(summary["run_dir"])
+        drawn = [str(run / f) for f in ("curves.png", "confusion.png") if (run / f).exists()]
+        if drawn:
+            console.print(_plain(f"pictures: {', '.join(drawn)}"))
+        console.print(_plain(f"weights: {run / 'best.pt'} (cnndsl predict, eval, build --target onnx --weights); "
+                             f"more epochs: cnndsl train --resume {run} --epochs N"))
 
 
 def _plain(text: str, limit: int = 2000):
